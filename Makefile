@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch is installed when the venv has no torch yet. On a GPU machine, install your own CUDA
-# build into $(VENV) first (or run `make TORCH="torch==2.13.0 --index-url ..." ...`): an existing torch is kept.
+# build into $(VENV) first: an existing torch is kept as it is.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.kdbook-installed
 
@@ -13,8 +13,10 @@ STAMP := $(VENV)/.kdbook-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	@# The torch in the venv is pinned while the rest resolves, so that no dependency (fastai asks for torchvision)
+	@# swaps it for another build, e.g. a newer CUDA one.
+	$(PY) -m pip install --quiet -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
 	@touch $@
 
 install: $(STAMP)
