@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.kdbook-installed
 
-.PHONY: install demo test test-slow export docs lab clean
+.PHONY: install demo test test-slow export docs apt-pandoc lab clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(VENV)/bin/nbdev-test --flags slow --n-workers 1
 	KDBOOK_SLOW=1 $(PY) -m pytest tests
+
+# The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else pandoc (apt-get install pandoc).
+docs: $(STAMP)
+	@command -v quarto >/dev/null || command -v pandoc >/dev/null || $(MAKE) --no-print-directory apt-pandoc
+	$(PY) tools/build_docs.py
+
+apt-pandoc:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq pandoc; \
+	 else echo "make docs needs Quarto or pandoc: install one (e.g. sudo apt-get install pandoc)" >&2; exit 1; fi
+
+# Open the notebooks (the book's source) in JupyterLab.
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,lab]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
+	$(VENV)/bin/jupyter lab nbs/
 
 clean:
 	rm -rf _docs _proc .pytest_cache

@@ -1,0 +1,140 @@
+"""The docs site, read as a reader would: every page in headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Builds `_docs/` with `tools/build_docs.py` unless it was built from the current sources, serves it on
+127.0.0.1 (a free port, `http.server` in a thread) and fails on a console error, a page error, a failed
+request, a broken in-site link or anchor, an image that does not load, or a page without its title.
+Saves screenshots of the index and of one chapter under `_docs/_screenshots/`.
+Install the browser with `apt-get install -y chromium` (Playwright is pointed at it; it downloads nothing).
+"""
+import functools, http.server, os, shutil, sys, tempfile, threading
+from pathlib import Path
+from urllib.parse import urldefrag, urlparse
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+import build_docs as bd
+
+CHROMIUM = os.environ.get('KDBOOK_CHROMIUM') or shutil.which('chromium') or '/usr/bin/chromium'
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync']
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+    reason=f"Chromium not found at {CHROMIUM}: install Debian's package with `apt-get install -y chromium` (or set KDBOOK_CHROMIUM)")
+sync_api = pytest.importorskip('playwright.sync_api', reason="Playwright's Python package is missing: `pip install -e '.[dev]'`")
+
+@pytest.fixture(scope='module')
+def site():
+    try: return bd.ensure_site(ROOT)
+    except bd.DocsBuildError as e: pytest.fail(f"docs build failed: {e}")
+
+@pytest.fixture(scope='module')
+def server(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    yield f'http://127.0.0.1:{srv.server_port}/'
+    srv.shutdown(); srv.server_close()
+
+@pytest.fixture(scope='module')
+def browser():
+    with tempfile.TemporaryDirectory(prefix='kdbook-chromium-') as profile, sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                                                   viewport={'width': 1400, 'height': 1000})
+        yield ctx
+        ctx.close()
+
+def _open(browser, url):
+    "Open `url` in a new tab; returns (page, problems seen while loading)"
+    probs, page = [], browser.new_page()
+    page.on('console', lambda m: probs.append(f"console {m.type}: {m.text}") if m.type in ('error', 'assert') else None)
+    page.on('pageerror', lambda e: probs.append(f"page error: {e}"))
+    page.on('requestfailed', lambda r: probs.append(f"request failed: {r.url} ({r.failure})"))
+    page.on('response', lambda r: probs.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    page.goto(url, wait_until='load')
+    page.wait_for_load_state('networkidle')
+    return page, probs
+
+def _pages(site):
+    "Every HTML page of the site, relative to it"
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html') if '_screenshots' not in p.parts)
+
+def test_site_lists_the_chapters_of_quarto_yml(site):
+    "The site has one page per sidebar notebook, and no other"
+    assert _pages(site) == sorted(bd.sidebar_pages(ROOT))
+
+def test_every_page(site, server, browser):
+    title = str(bd.load_quarto(ROOT)['website']['title'])
+    pages, ids, links, probs = _pages(site), {}, {}, {}
+    for rel in pages:
+        page, p = _open(browser, server + rel)
+        t = page.title()
+        if not t or title not in t: p.append(f"title {t!r} lacks the site title {title!r}")
+        h1 = page.locator('h1').first
+        if not h1.count() or not h1.inner_text().strip(): p.append("no <h1> page title")
+        bad = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+        p += [f"image does not load: {u}" for u in bad]
+        ids[server + rel] = set(page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
+        links[rel] = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        if p: probs[rel] = p
+        page.close()
+    # in-site links: the target page exists and so does the anchor
+    for rel, hrefs in links.items():
+        for h in set(hrefs):
+            if not h.startswith(server): continue
+            url, frag = urldefrag(h)
+            if url.endswith('/'): url += 'index.html'
+            if url not in ids:
+                if not (site/urlparse(url).path.lstrip('/')).exists(): probs.setdefault(rel, []).append(f"broken link: {h}")
+            elif frag and frag not in ids[url]: probs.setdefault(rel, []).append(f"broken anchor: {h}")
+    assert not probs, 'pages with problems:\n' + '\n'.join(f"{k}:\n  " + '\n  '.join(v) for k,v in probs.items())
+
+def test_sidebar_order_equals_quarto_yml(site, server, browser):
+    "The index page's sidebar links the sidebar's notebooks in `_quarto.yml`'s order"
+    page, probs = _open(browser, server + 'index.html')
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
+    page.close()
+    got = [urldefrag(h)[0][len(server):] for h in hrefs if h.startswith(server) and h.endswith('.html')]
+    got = [g for i,g in enumerate(got) if g not in got[:i]]
+    want = bd.sidebar_pages(ROOT)
+    assert [g for g in got if g in want] == want, f"sidebar order {got} != _quarto.yml {want}"
+    assert not probs
+
+def test_search_finds_a_chapter(site, server, browser):
+    "Typing a word in the search box lists the page that has it"
+    if not (site/'search.json').exists(): pytest.skip('this renderer built no search.json')
+    page, probs = _open(browser, server + 'index.html')
+    page.fill('#search-input', 'count_params')
+    page.wait_for_selector('#search-results a', timeout=5000)
+    res = page.eval_on_selector_all('#search-results a', 'els => els.map(e => e.getAttribute("href"))')
+    page.close()
+    assert any(r.endswith('models.html') for r in res), res
+    assert not probs
+
+def _chapter(site):
+    "First page in reading order (tutorials first) with code, an image and math, else one with code and an image"
+    pages = [p for p in bd.sidebar_pages(ROOT) if p != 'index.html']
+    pages = [p for p in pages if p.startswith('tutorials/')] + [p for p in pages if not p.startswith('tutorials/')]
+    def has(p, *tags):
+        t = (site/p).read_text(errors='replace')
+        return all(g in t for g in tags)
+    return next((p for p in pages if has(p, '<pre', '<img', '<math')), None) or next((p for p in pages if has(p, '<pre', '<img')), pages[0])
+
+def test_screenshots(site, server, browser):
+    "Screenshots of the index and of a chapter (its top, and around its first plot) under _docs/_screenshots/"
+    out = site/'_screenshots'; out.mkdir(exist_ok=True)
+    page, probs = _open(browser, server + 'index.html')
+    page.screenshot(path=str(out/'index.png'))
+    page.close()
+    ch = _chapter(site)
+    page, p2 = _open(browser, server + ch)
+    page.screenshot(path=str(out/'chapter.png'))
+    img = page.locator('main img').first
+    if img.count():
+        img.scroll_into_view_if_needed()
+        page.evaluate("window.scrollBy(0, -250)")
+        page.screenshot(path=str(out/'chapter_plot.png'))
+    page.close()
+    for f in ('index.png', 'chapter.png'): assert (out/f).stat().st_size > 10_000, f
+    assert not probs + p2

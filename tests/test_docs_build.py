@@ -1,0 +1,68 @@
+"""The docs build stops with a clear message on bad sources: a notebook missing from `_quarto.yml`'s sidebar,
+a sidebar entry without a notebook, a notebook whose cell fails (named with its notebook and cell)."""
+import json, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+import build_docs as bd
+
+def _nb(*cells):
+    "A minimal notebook of (cell_type, source) pairs"
+    cs = [dict(cell_type=t, source=s, metadata={}, **({'outputs': [], 'execution_count': None} if t=='code' else {})) for t,s in cells]
+    return json.dumps(dict(cells=cs, metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}},
+                           nbformat=4, nbformat_minor=5))
+
+def _project(tmp_path, sidebar, nbs):
+    (tmp_path/'nbs').mkdir()
+    (tmp_path/'pyproject.toml').write_text('[project]\nname = "tmpbook"\n[tool.nbdev]\nlib_path = "tmpbook"\ntst_flags = "slow"\n')
+    (tmp_path/'_quarto.yml').write_text(json.dumps({'project': {'type': 'website', 'output-dir': '_docs'},
+        'website': {'title': 'tmpbook', 'sidebar': {'contents': sidebar}}}))
+    for name, text in nbs.items():
+        (tmp_path/'nbs'/name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path/'nbs'/name).write_text(text)
+    return tmp_path
+
+def test_sidebar_reading_order():
+    cfg = {'website': {'sidebar': {'contents': ['index.ipynb', {'section': 'Book', 'contents': ['tutorials/02_a.ipynb']},
+                                                {'section': 'API', 'contents': ['00_x.ipynb', '01_y.ipynb']}]}}}
+    assert bd.sidebar_notebooks(cfg) == ['index.ipynb', 'tutorials/02_a.ipynb', '00_x.ipynb', '01_y.ipynb']
+    assert bd.page_href('tutorials/02_a.ipynb') == 'tutorials/a.html'
+    assert bd.page_href('03_models.ipynb') == 'models.html'
+
+def test_notebook_missing_from_sidebar(tmp_path):
+    root = _project(tmp_path, ['index.ipynb'], {'index.ipynb': _nb(('markdown', '# Home')), 'tutorials/02_new.ipynb': _nb(('markdown', '# New')),
+                                                '_scratch.ipynb': _nb(('markdown', '# skipped'))})
+    with pytest.raises(bd.DocsBuildError, match=r"missing from _quarto.yml's website.sidebar.*tutorials/02_new.ipynb"): bd.build(root)
+
+def test_sidebar_entry_without_notebook(tmp_path):
+    root = _project(tmp_path, ['index.ipynb', '05_gone.ipynb'], {'index.ipynb': _nb(('markdown', '# Home'))})
+    with pytest.raises(bd.DocsBuildError, match=r"no notebook in nbs/.*05_gone.ipynb"): bd.build(root)
+
+def test_missing_quarto_yml(tmp_path):
+    with pytest.raises(bd.DocsBuildError, match='_quarto.yml not found'): bd.build(tmp_path)
+
+def test_failing_cell_names_notebook_and_cell(tmp_path):
+    root = _project(tmp_path, ['index.ipynb'], {'index.ipynb': _nb(('markdown', '# Home'), ('code', 'x = 1'),
+        ('code', '#| slow\nraise RuntimeError("slow cells are skipped")'), ('code', 'assert x == 2, "x should be 2"'))})
+    with pytest.raises(bd.DocsBuildError) as e: bd.build(root, renderer='pandoc', workers=1)
+    msg = str(e.value)
+    assert 'index.ipynb' in msg and 'cell 3 ' in msg and 'AssertionError: x should be 2' in msg, msg
+    assert not (root/'_docs').exists()
+
+def test_small_site_renders(tmp_path):
+    "A page with math, a plot, a table and a link to another notebook, rendered offline"
+    root = _project(tmp_path, ['index.ipynb', {'section': 'Book', 'contents': ['tutorials/01_plot.ipynb']}], {
+        'index.ipynb': _nb(('markdown', '# Home\n> The summary'), ('markdown', 'See [the plot chapter](tutorials/01_plot.ipynb#a-plot).')),
+        'tutorials/01_plot.ipynb': _nb(('markdown', '# Plots'), ('markdown', '## A plot\n\nWith $p_i = e^{z_i}/\\sum_j e^{z_j}$:'),
+            ('code', 'import matplotlib.pyplot as plt\nimport pandas as pd'), ('code', 'plt.plot([1, 3, 2]);'),
+            ('code', 'pd.DataFrame({"a": [1, 2]})'), ('code', '#| slow\n1/0'))})
+    res = bd.build(root, renderer='pandoc', workers=1)
+    site = root/'_docs'
+    assert res['pages'] == ['index.html', 'tutorials/plot.html']
+    idx, ch = (site/'index.html').read_text(), (site/'tutorials/plot.html').read_text()
+    assert 'href="tutorials/plot.html#a-plot"' in idx and '<title>Home – tmpbook</title>' in idx
+    assert '<math' in ch and '<img' in ch and '<table' in ch and 'href="../index.html"' in ch
+    assert list((site/'tutorials/plot_files/figure-html').glob('*.png'))
+    assert bd.is_fresh(root) and json.loads((site/'search.json').read_text())[1]['title'] == 'Plots'
