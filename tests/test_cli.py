@@ -33,7 +33,7 @@ def test_demo_writes_table_and_files(tmp_path):
     assert [row['model'] for row in res['results']][:2] == ['teacher', 'student, scratch']
     assert res['settings']['dataset'] == 'digits'
     assert (tmp_path/'out'/'results.png').stat().st_size > 1000
-    assert (tmp_path/'out'/'results.csv').read_text().startswith('model,params,accuracy,epochs,train_s')
+    assert (tmp_path/'out'/'results.csv').read_text().startswith('model,params,accuracy,agreement,epochs,train_s')
 
 def test_settings_ini_changes_the_demo(tmp_path):
     "Editing settings.ini (found in the working directory) changes what `kdbook demo` does, without code changes"
