@@ -1,0 +1,197 @@
+"""Pruning acceptance benchmark on the default MNIST-1D teacher, `cnn1d(64)`.
+
+Run: `python benchmarks/bench_prune.py [--part unstructured|structured|overhead|lottery|all] [--epochs 40]`
+
+1. unstructured: dense recipe (fit_one_cycle(40, 1e-2, wd=1e-2)), then global magnitude pruning to 90% with AGP
+   during a further fit_one_cycle(--prune-epochs=80) (10% dense, 60% AGP ramp, 30% recovery, masks every 8
+   batches), guided by KD from a frozen copy of the dense model (`--kd 0` for plain retraining); sparsity,
+   accuracy, and the zeros after 2 more epochs of Adam, after save/load and after export + load_learner.
+2. structured: `prune_learner_channels(learn, 0.5)` on the trained teacher, then retraining (KD from the dense
+   teacher with `kdbook.distill.KDCallback` when it exists, plain retraining otherwise); CPU inference time of
+   dense vs pruned vs a hand-built `cnn1d(32)` twin at batch 256, interleaved, median of `--runs` runs each.
+3. lottery: iterative magnitude pruning to 95% (`lottery_ticket`, `--rounds` rounds of `--lt-epochs` epochs), rewinding
+   to the initial weights, late rewinding to iteration 31 (one epoch), and the same procedure re-initialising at random.
+4. overhead: (a) one training step (forward, backward, Adam step) of the same pruned model with and without the
+   callback's per-step work (gradient masking before the step, weight masking after it), alternating step by
+   step, median ratio; (b) whole fastai training batches of a dense Learner and of one with a 90% `PruneCallback`
+   (one-shot, and AGP every 8 batches), interleaved epoch by epoch, median of per-epoch per-batch medians.
+All timings are ratios measured side by side in one run; absolute times depend on the machine and its load.
+"""
+import argparse, copy, statistics, tempfile, time
+from pathlib import Path
+import torch
+from fastai.learner import Learner, load_learner
+from fastai.metrics import accuracy
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import combine_scheds, SchedNo
+from kdbook.data import mnist1d_dls
+from kdbook.models import cnn1d, count_params
+from kdbook.schedules import SchedAgp
+from kdbook.prune import PruneCallback, sparsity_report, bake_masks, prunable_layers, prune_learner_channels
+
+
+def quiet(learn):
+    "No progress bars, no epoch table"
+    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
+    learn.logger = lambda *a, **k: None
+    return learn
+
+
+def learner(cbs=None, **kw): return quiet(Learner(mnist1d_dls(), cnn1d(64), metrics=accuracy, cbs=cbs, **kw))
+
+
+def teacher(seed=0, epochs=40, cbs=None):
+    torch.manual_seed(seed)
+    learn = learner(cbs=cbs)
+    t = time.perf_counter(); learn.fit_one_cycle(epochs, 1e-2, wd=1e-2)
+    return learn, time.perf_counter() - t
+
+
+def unstructured(args):
+    learn, t_dense = teacher(epochs=args.epochs)
+    acc_dense = learn.validate()[1]
+    sched = combine_scheds([0.1, 0.6, 0.3], [SchedNo(0., 0.), SchedAgp(0., 1.), SchedNo(1., 1.)])
+    kd, how = _kd(learn.model, args.alpha) if args.kd else (None, 'plain retraining')
+    learn.add_cb(PruneCallback(0.9, schedule=sched, every=8))
+    t = time.perf_counter(); learn.fit_one_cycle(args.prune_epochs, 1e-2, wd=1e-2, cbs=kd); t_prune = time.perf_counter() - t
+    acc_sparse, sp = learn.validate()[1], learn.prune.measured()
+    print(sparsity_report(learn).to_string())
+    print(f"[unstructured] dense acc {acc_dense:.4f} ({args.epochs} epochs, {t_dense:.1f}s) | 90% global AGP over {args.prune_epochs} "
+          f"epochs, {how}: sparsity {sp:.4f}, acc {acc_sparse:.4f} ({t_prune:.1f}s) | drop {100*(acc_dense-acc_sparse):.2f} points")
+    zeros = {n: m.weight == 0 for n, m in prunable_layers(learn.model).items()}
+    learn.fit(2, 1e-3)                                        # more training (Adam, fastai's default)
+    ok_train = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(learn.model).items())
+    with tempfile.TemporaryDirectory() as d:
+        learn.path = Path(d); learn.save('p')
+        l2 = learner(path=d, cbs=PruneCallback(0.9)); l2.load('p')
+        l2.fit(1, 1e-3)
+        ok_load = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l2.model).items())
+        bake_masks(l2); l2.export(Path(d)/'p.pkl'); l3 = quiet(load_learner(Path(d)/'p.pkl'))
+        ok_export = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l3.model).items())
+        acc_export = l3.validate(dl=mnist1d_dls().valid)[1]
+    print(f"[unstructured] zeros exact after 2 more epochs: {ok_train}, after save/load + 1 epoch: {ok_load}, "
+          f"after export/load_learner: {ok_export} (acc {acc_export:.4f})")
+    return learn
+
+
+def _kd(model, alpha=0.5):
+    "A KDCallback distilling from a frozen copy of `model`, or None when kdbook.distill is missing"
+    try: from kdbook.distill import KDCallback
+    except ImportError as e: return None, f'plain retraining (no kdbook.distill: {e})'
+    return KDCallback(copy.deepcopy(model).eval(), alpha=alpha), f'KD retraining from the dense model (KDCallback, alpha={alpha})'
+
+
+def _median_time(model, x, runs):
+    "Interleaving is done by the caller; one timed forward pass"
+    t = time.perf_counter()
+    with torch.no_grad(): model(x)
+    return time.perf_counter() - t
+
+
+def structured(args):
+    dense, _ = teacher(epochs=args.epochs)
+    acc_dense = dense.validate()[1]
+    torch.manual_seed(1)
+    learn = learner()
+    learn.model.load_state_dict(dense.model.state_dict())
+    prune_learner_channels(learn, 0.5)
+    acc_cut = learn.validate()[1]
+    kd, how = _kd(dense.model, args.alpha) if args.kd else (None, 'plain retraining')
+    learn.fit_one_cycle(args.epochs, 1e-2, wd=1e-2, cbs=kd)
+    acc_pruned = learn.validate()[1]
+    x = torch.randn(256, 1, 40)
+    a, b, c = dense.model.eval(), learn.model.eval(), cnn1d(32).eval()   # c: the hand-built half-width twin
+    for _ in range(10): _median_time(a, x, 1); _median_time(b, x, 1); _median_time(c, x, 1)  # warm-up
+    ta, tb, tc = [], [], []
+    for _ in range(args.runs): ta.append(_median_time(a, x, 1)); tb.append(_median_time(b, x, 1)); tc.append(_median_time(c, x, 1))
+    ma, mb, mc = statistics.median(ta), statistics.median(tb), statistics.median(tc)
+    print(f"[structured] params {count_params(a)} -> {count_params(b)}; acc dense {acc_dense:.4f}, right after cut {acc_cut:.4f}, "
+          f"after {how} {acc_pruned:.4f} (drop {100*(acc_dense-acc_pruned):.2f} points)")
+    print(f"[structured] CPU inference batch 256, {torch.get_num_threads()} threads, median of {args.runs} interleaved runs: "
+          f"dense {1e3*ma:.3f} ms, pruned {1e3*mb:.3f} ms, speed-up {ma/mb:.2f}x; hand-built cnn1d(32) twin "
+          f"{1e3*mc:.3f} ms, speed-up {ma/mc:.2f}x")
+
+
+class BatchTimer(Callback):
+    "Time of each training batch, from the first before_batch to the first after_batch callback"
+    order = -100
+    def __init__(self): self.times = []
+    def before_batch(self):
+        if self.training: self._t = time.perf_counter()
+    def after_batch(self):
+        if self.training: self.times.append(time.perf_counter() - self._t)
+
+
+def step_overhead(n=400):
+    "The same model and optimizer stepped with and without the callback's mask work, alternating step by step"
+    torch.manual_seed(0)
+    learn = learner(cbs=PruneCallback(0.9)); learn.fit(1, 1e-3)   # pruned once, optimizer built
+    cb, model, opt = learn.prune, learn.model, learn.opt
+    xb, yb = learn.dls.one_batch()
+    model.train()
+    def step(masked):
+        t = time.perf_counter()
+        learn.loss_func(model(xb), yb).backward()
+        if masked: cb.before_step()
+        opt.step()
+        if masked: cb.after_step()
+        opt.zero_grad()
+        return time.perf_counter() - t
+    for _ in range(20): step(False); step(True)
+    td, tm = zip(*[(step(False), step(True)) for _ in range(n)])
+    md, mm = statistics.median(td), statistics.median(tm)
+    print(f"[overhead] per step, alternating A/B over {n} steps: dense {1e3*md:.3f} ms, with masks {1e3*mm:.3f} ms, "
+          f"ratio {mm/md:.3f}")
+    return mm / md
+
+
+def overhead(args):
+    res = {'step': step_overhead()}
+    for label, mk in [('one-shot 90% mask', lambda: PruneCallback(0.9)),
+                      ('AGP to 90%, every 8 batches', lambda: PruneCallback(0.9, schedule='agp', every=8))]:
+        torch.manual_seed(0)
+        ld, lp = (learner(cbs=BatchTimer()) for _ in range(2))
+        lp.add_cb(mk())
+        ld.fit(1, 1e-3); lp.fit(1, 1e-3)                      # warm-up (and lp prunes)
+        ld.batch_timer.times.clear(); lp.batch_timer.times.clear()
+        td, tp_ = [], []
+        for _ in range(args.reps):                            # interleaved A, B, A, B ...
+            ld.fit(1, 1e-3); td.append(statistics.median(ld.batch_timer.times)); ld.batch_timer.times.clear()
+            lp.fit(1, 1e-3); tp_.append(statistics.median(lp.batch_timer.times)); lp.batch_timer.times.clear()
+        md, mp = statistics.median(td), statistics.median(tp_)
+        res[label] = mp / md
+        print(f"[overhead] {label}: dense step {1e3*md:.3f} ms, masked step {1e3*mp:.3f} ms, ratio {mp/md:.3f} "
+              f"(median over {args.reps} interleaved epochs of per-batch medians)")
+    return res
+
+
+def lottery(args):
+    "Iterative magnitude pruning to 95%: rewind to init, late rewinding, and the same masks with a random re-init"
+    from kdbook.prune import lottery_ticket
+    for name, kw in [('rewind to init (k=0)', {}), ('late rewinding (k=31, one epoch)', dict(rewind_iter=31)),
+                     ('random re-init', dict(reinit=True))]:
+        torch.manual_seed(0)
+        learn = learner()
+        t = time.perf_counter()
+        cb = lottery_ticket(learn, 0.95, rounds=args.rounds, epochs=args.lt_epochs, **kw)
+        print(f"[lottery] {name}: sparsity {cb.measured():.4f}, acc {learn.validate()[1]:.4f} "
+              f"({args.rounds} rounds of {args.lt_epochs} epochs, {time.perf_counter()-t:.0f}s)")
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--part', default='all', choices=['unstructured', 'structured', 'overhead', 'lottery', 'all'])
+    p.add_argument('--epochs', type=int, default=40)
+    p.add_argument('--prune-epochs', type=int, default=80, help='epochs of the fit with gradual pruning')
+    p.add_argument('--kd', type=int, default=1, help='1: retrain with KD from the dense model (kdbook.distill), 0: plain')
+    p.add_argument('--alpha', type=float, default=0.5, help='weight of the KD term')
+    p.add_argument('--rounds', type=int, default=2, help='lottery: prune-rewind-retrain rounds')
+    p.add_argument('--lt-epochs', type=int, default=10, help='lottery: epochs of every fit')
+    p.add_argument('--runs', type=int, default=300, help='timed inference runs of each model')
+    p.add_argument('--reps', type=int, default=10, help='interleaved epochs of the overhead timing')
+    a = p.parse_args()
+    if a.part in ('unstructured', 'all'): unstructured(a)
+    if a.part in ('structured', 'all'): structured(a)
+    if a.part in ('overhead', 'all'): overhead(a)
+    if a.part in ('lottery', 'all'): lottery(a)

@@ -1,0 +1,117 @@
+"Integration tests of kdbook.prune: masks under many optimizer steps, save/load/export in a fresh process, structured pruning"
+import subprocess, sys, textwrap
+from functools import partial
+import pytest, torch
+from torch import nn
+from hypothesis import given, settings, strategies as st
+from fastai.learner import Learner
+from fastai.optimizer import Adam, SGD
+from fastai.metrics import accuracy
+from fastai.callback.progress import ProgressCallback
+from kdbook.data import mnist1d_dls
+from kdbook.models import cnn1d, mlp
+from kdbook.prune import (PruneCallback, compute_masks, sparsity_report, bake_masks, prunable_layers, prune_channels,
+                          prune_learner_channels)
+
+
+@pytest.fixture(scope='module')
+def dls(): return mnist1d_dls(bs=64, n_train=400, n_valid=100)
+
+
+def learner(dls, ch=16, **kw):
+    learn = Learner(dls, cnn1d(ch), metrics=accuracy, **kw)
+    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
+    learn.logger = lambda *a, **k: None
+    return learn
+
+
+@pytest.mark.parametrize('opt_func', [Adam, partial(SGD, mom=0.9)])
+@pytest.mark.parametrize('granularity', ['weight', 'kernel', 'filter'])
+def test_zeros_stay_zero(dls, opt_func, granularity):
+    "Pruned weights and their optimizer state stay exactly zero over many steps with momentum, Adam and weight decay"
+    learn = learner(dls, opt_func=opt_func, wd=0.1, cbs=PruneCallback(0.6, granularity=granularity, scope='local'))
+    learn.fit(4, 1e-2)                                             # 24 steps
+    cb = learn.prune
+    for n, m in cb._layers.items():
+        mk = cb.masks[n]
+        assert (~mk).any() and m.weight[~mk].abs().sum() == 0
+        for k, v in learn.opt.state[m.weight].items():
+            if torch.is_tensor(v) and v.shape == mk.shape: assert v[~mk].abs().sum() == 0, k
+    assert abs(cb.measured() - 0.6) < 0.02
+
+
+def test_save_load_export_fresh_process(dls, tmp_path):
+    "Zeros survive save/load + more training, and export: a fresh interpreter loads the learner and predicts"
+    learn = learner(dls, path=tmp_path, cbs=PruneCallback(0.9))
+    learn.fit(2, 1e-2)
+    zeros = {n: m.weight == 0 for n, m in prunable_layers(learn.model).items()}
+    learn.save('m')
+    l2 = learner(dls, path=tmp_path, cbs=PruneCallback(0.9)); l2.load('m'); l2.fit(2, 1e-2)
+    assert all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l2.model).items())
+    bake_masks(l2).export(tmp_path/'m.pkl')
+    torch.save(zeros, tmp_path/'zeros.pth')
+    code = textwrap.dedent(f"""
+        import torch
+        from fastai.learner import load_learner
+        from kdbook.prune import prunable_layers
+        learn = load_learner({str(tmp_path/'m.pkl')!r})
+        zeros = torch.load({str(tmp_path/'zeros.pth')!r})
+        assert not any(type(c).__name__ == 'PruneCallback' for c in learn.cbs)
+        assert all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(learn.model).items())
+        print(learn.model(torch.randn(3, 1, 40)).shape)
+    """)
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'torch.Size([3, 10])' in r.stdout
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.floats(0, 0.99), st.sampled_from(['global', 'local']))
+def test_compute_masks_exact(o, i, k, s, scope):
+    "Weight granularity prunes exactly round(s * n) weights per group"
+    sc = {'a': torch.rand(o, i, k), 'b': torch.rand(i, o)}
+    m = compute_masks(sc, s, scope=scope)
+    if scope == 'global': assert sum(int((~v).sum()) for v in m.values()) == round(s * (o*i*k + i*o))
+    else: assert all(int((~m[n]).sum()) == round(s * v.numel()) for n, v in sc.items())
+
+
+def test_structured_then_train(dls):
+    "After removing channels the optimizer holds the new parameters; training continues with matching state shapes"
+    learn = learner(dls, ch=32, opt_func=partial(SGD, mom=0.9))
+    learn.fit(1, 1e-2)
+    prune_learner_channels(learn, 0.5)
+    learn.fit(2, 1e-2)
+    ps = list(learn.model.parameters())
+    assert [p for g in learn.opt.param_lists for p in g] == ps
+    assert all(learn.opt.state[p]['grad_avg'].shape == p.shape for p in ps)
+    assert learn.model.block3[0].weight.shape == (16, 16, 3) and learn.model.head.in_features == 16 * 5
+    assert torch.isfinite(torch.tensor(learn.validate()[0]))
+
+
+def test_structured_failure_leaves_model_untouched():
+    class Bad(nn.Module):
+        def __init__(self): super().__init__(); self.c = nn.Conv1d(1, 8, 3); self.head = nn.Linear(8*38, 10)
+        def forward(self, x): y = self.c(x); return self.head(y.reshape(len(y), 8*38))
+    m = Bad(); sd = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match='cannot be pruned structurally'): prune_channels(m, torch.randn(2, 1, 40))
+    assert m.c.out_channels == 8 and all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
+
+
+@pytest.mark.parametrize('kw,msg', [(dict(sparsity=1.0), r'\[0, 1\)'), (dict(sparsity=0.5, granularity='row'), "'filter'"),
+                                    (dict(sparsity=0.5, criterion='l2'), "'taylor'"), (dict(sparsity=0.5, scope='x'), "'local'")])
+def test_bad_input(kw, msg):
+    with pytest.raises(ValueError, match=msg): PruneCallback(**kw)
+
+
+def test_bad_layer_selection(dls):
+    with pytest.raises(ValueError, match=r"prunable layers are \['block1.0', 'block2.0', 'block3.0', 'head'\]"):
+        learner(dls, cbs=PruneCallback(0.5, layers=nn.Conv2d)).fit(1)
+    with pytest.raises(ValueError, match='no prunable layer named'): prunable_layers(mlp(), ['fc9'])
+
+
+def test_sparsity_report_counts():
+    m = cnn1d(8)
+    with torch.no_grad(): m.head.weight[:5].zero_()
+    rep = sparsity_report(m)
+    assert rep.set_index('layer').loc['head', 'zeros'] == 5 * m.head.in_features
+    assert rep.iloc[-1].params == sum(x.weight.numel() for x in prunable_layers(m).values())
