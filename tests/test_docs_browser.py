@@ -8,7 +8,7 @@ Install the browser with `apt-get install -y chromium` (Playwright is pointed at
 """
 import functools, http.server, os, shutil, sys, tempfile, threading
 from pathlib import Path
-from urllib.parse import urldefrag, urlparse
+from urllib.parse import urldefrag, urlparse, unquote
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +84,7 @@ def test_every_page(site, server, browser):
         for h in set(hrefs):
             if not h.startswith(server): continue
             url, frag = urldefrag(h)
+            frag = unquote(frag) # hrefs are percent-encoded, element ids are not (e.g. headings with α)
             if url.endswith('/'): url += 'index.html'
             if url not in ids:
                 if not (site/urlparse(url).path.lstrip('/')).exists(): probs.setdefault(rel, []).append(f"broken link: {h}")
