@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['count_params', 'conv_block', 'cnn1d', 'mlp', 'cnn2d']
+__all__ = ['count_params', 'model_and_dls', 'conv_block', 'cnn1d', 'mlp', 'cnn2d']
 
 # %% ../nbs/03_models.ipynb #24cbb874
 def count_params(
@@ -22,6 +22,18 @@ def count_params(
     "Number of parameter entries of `model`"
     ps = [p for p in model.parameters() if p.requires_grad or not trainable]
     return int(sum((p != 0).sum().item() if nonzero else p.numel() for p in ps))
+
+# %% ../nbs/03_models.ipynb #608917b4
+def model_and_dls(
+    model_or_learner, # An `nn.Module` or a fastai `Learner`
+    dls=None,         # `DataLoaders` to use; `None` takes the Learner's (or stays None for a bare module)
+):
+    "The `nn.Module` of `model_or_learner` and the `DataLoaders` to use with it"
+    from fastai.learner import Learner
+    if isinstance(model_or_learner, Learner):
+        return model_or_learner.model, dls if dls is not None else model_or_learner.dls
+    if isinstance(model_or_learner, nn.Module): return model_or_learner, dls
+    raise ValueError(f"Expected an nn.Module or a fastai Learner, got {type(model_or_learner).__name__}")
 
 # %% ../nbs/03_models.ipynb #aee8c713
 def conv_block(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
+from .models import model_and_dls
 
 # %% auto #0
 __all__ = ['quant_schemes', 'calibrate_act_scales', 'quantize_model']
@@ -91,10 +92,7 @@ def quantize_model(
 ) -> nn.Module:
     "Int8 post-training quantization of the `nn.Linear` layers of a copy of the model with torchao, in eval mode"
     if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}: use one of {quant_schemes()}")
-    if isinstance(model_or_learner, Learner):
-        model, dls = model_or_learner.model, dls if dls is not None else model_or_learner.dls
-    elif isinstance(model_or_learner, nn.Module): model = model_or_learner
-    else: raise ValueError(f"Expected an nn.Module or a fastai Learner, got {type(model_or_learner).__name__}")
+    model, dls = model_and_dls(model_or_learner, dls)
     names = _linear_names(model)
     if not names: raise ValueError("The model has no nn.Linear layer: torchao 0.18's int8 schemes quantize Linear layers only")
     if any(_is_quantized(p) for p in model.parameters()):

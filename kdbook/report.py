@@ -14,7 +14,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
-from .models import count_params
+from .models import count_params, model_and_dls
 
 # %% auto #0
 __all__ = ['count_nonzero_params', 'state_dict_bytes', 'count_macs', 'time_models', 'dl_accuracy', 'model_report',
@@ -102,12 +102,6 @@ def dl_accuracy(
     return c / n
 
 # %% ../nbs/08_report.ipynb #aa74cd49
-def _unwrap(model_or_learner, dls):
-    if isinstance(model_or_learner, Learner):
-        return model_or_learner.model, dls if dls is not None else model_or_learner.dls
-    if isinstance(model_or_learner, nn.Module): return model_or_learner, dls
-    raise ValueError(f"Expected an nn.Module or a fastai Learner, got {type(model_or_learner).__name__}")
-
 def _input_batch(dls, xb, bs):
     if xb is not None: return xb
     if dls is None: raise ValueError("Need inputs for MACs and latency: pass `dls` (or a Learner) or an example batch `xb`")
@@ -135,7 +129,7 @@ def model_report(
     xb:torch.Tensor|None=None,  # Example input batch, instead of `bs` samples of `dls.valid`
 ) -> dict:
     "Params, nonzero params, sparsity, MACs per sample, file bytes, median CPU latency (ms) of a batch, accuracy"
-    model, dls = _unwrap(model_or_learner, dls)
+    model, dls = model_and_dls(model_or_learner, dls)
     xb = _input_batch(dls, xb, bs)
     return _row(model, dls, xb, time_models({'m': model}, xb, n_runs)['m'])
 
@@ -151,7 +145,7 @@ def compare_models(
     if not isinstance(models, dict) or not models:
         raise ValueError("models must be a non-empty dict {name: model or Learner}")
     if dls is None: dls = next((m.dls for m in models.values() if isinstance(m, Learner)), None)
-    ms = {k: _unwrap(m, dls)[0] for k, m in models.items()}
+    ms = {k: model_and_dls(m, dls)[0] for k, m in models.items()}
     xb = _input_batch(dls, xb, bs)
     lat = time_models(ms, xb, n_runs)
     return pd.DataFrame.from_dict({k: _row(m, dls, xb, lat[k]) for k, m in ms.items()}, orient='index')
