@@ -12,7 +12,10 @@ Also printed: the teacher's forward time measured inside the online epochs (forw
 is larger than the isolated pass (the student's work evicts the teacher's weights from the caches between batches).
 Timings on a shared machine are noisy; only the ratios of one run are meaningful. With 2 cores and another busy
 process, torch's 2 intra-op threads slow down 5-20x at random (OpenMP threads wait on each other): then pass
-`--threads 1`, whose ratios stay stable under load.
+`--threads 1`, whose ratios stay stable under load, and `--clock cpu` (process CPU time instead of wall time: with one
+thread and no loader workers it leaves out the time the process waits for a core while others run).
+Ratios are medians of the per-round ratios (each round runs every variant once, back to back), so a slow spell
+of the machine moves numerator and denominator together.
 """
 import argparse, copy, statistics, time
 import torch
@@ -24,8 +27,9 @@ from kdbook.models import cnn1d
 from kdbook.distill import KDCallback, SoftTargetCache, Teacher
 
 
-def main(rounds=15, bs=128, threads=None):
+def main(rounds=15, bs=128, threads=None, clock='wall'):
     if threads: torch.set_num_threads(threads)
+    now = time.process_time if clock == 'cpu' else time.perf_counter
     dls = mnist1d_dls(bs=bs, num_workers=0)  # worker processes add noise larger than the effect measured
     torch.manual_seed(0)
     teacher = cnn1d(64)
@@ -33,20 +37,20 @@ def main(rounds=15, bs=128, threads=None):
     mk = lambda cbs=None: Learner(dls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=cbs)
     learners = dict(plain=mk(), cache=mk(KDCallback(cache=cache)), online=mk(KDCallback(teacher)))
     inloop = [0., None]  # teacher forward time accumulated inside the online epochs
-    def _pre(m, a): inloop[1] = time.perf_counter()
-    def _post(m, a, o): inloop[0] += time.perf_counter() - inloop[1]
+    def _pre(m, a): inloop[1] = now()
+    def _post(m, a, o): inloop[0] += now() - inloop[1]
     hooks = [teacher.register_forward_pre_hook(_pre), teacher.register_forward_hook(_post)]
     batches = [b[0] for b in dls.train]  # the teacher alone, on the batches of one epoch
     t = Teacher(copy.deepcopy(teacher)).prepare()  # a copy: the hooks above time only the online epochs
 
     def epoch(learn):
         with learn.no_bar(), learn.no_logging():
-            t0 = time.perf_counter(); learn.fit(1, 1e-3); return time.perf_counter() - t0
+            t0 = now(); learn.fit(1, 1e-3); return now() - t0
 
     def teacher_pass():
-        t0 = time.perf_counter()
+        t0 = now()
         for x in batches: t.reset(); t(x)
-        return time.perf_counter() - t0
+        return now() - t0
 
     for l in learners.values(): epoch(l)  # warm-up
     teacher_pass()
@@ -59,13 +63,16 @@ def main(rounds=15, bs=128, threads=None):
         times['teacher'].append(teacher_pass())
     for h in hooks: h.remove()
     med = {k: statistics.median(v) for k, v in times.items()}
-    r_cache = med['cache'] / med['plain']
-    r_online = med['online'] / (med['plain'] + med['teacher'])
-    print(f"torch threads {torch.get_num_threads()}, {rounds} rounds, bs {bs}, {len(dls.train)} training batches/epoch")
+    per_round = lambda f: statistics.median(f(*(times[k][i] for k in times)) for i in range(rounds))
+    ks = list(times)  # plain, cache, online, teacher, in-loop
+    r_cache = per_round(lambda *v: v[ks.index('cache')] / v[ks.index('plain')])
+    r_online = per_round(lambda *v: v[ks.index('online')] / (v[ks.index('plain')] + v[ks.index('teacher')]))
+    r_inloop = per_round(lambda *v: v[ks.index('online')] / (v[ks.index('plain')] + v[ks.index('in-loop')]))
+    print(f"torch threads {torch.get_num_threads()}, {clock} clock, {rounds} rounds, bs {bs}, {len(dls.train)} training batches/epoch")
     for k, v in med.items(): print(f"  median {k:8s} {v*1000:8.1f} ms   (min {min(times[k])*1000:.1f}, max {max(times[k])*1000:.1f})")
     print(f"cache KD epoch / plain epoch                   = {r_cache:.3f}  (target <= 1.10)")
     print(f"online KD epoch / (plain epoch + teacher fwd)  = {r_online:.3f}  (target <= 1.05)")
-    print(f"  same with the in-loop teacher time            = {med['online'] / (med['plain'] + med['in-loop']):.3f}")
+    print(f"  same with the in-loop teacher time            = {r_inloop:.3f}")
     mn = {k: min(v) for k, v in times.items()}
     print(f"  with minima instead of medians: cache {mn['cache']/mn['plain']:.3f}, online {mn['online']/(mn['plain']+mn['teacher']):.3f}")
     return r_cache, r_online
@@ -76,5 +83,6 @@ if __name__ == '__main__':
     p.add_argument('--rounds', type=int, default=15)
     p.add_argument('--bs', type=int, default=128)
     p.add_argument('--threads', type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument('--clock', choices=['wall', 'cpu'], default='wall', help="time.perf_counter or time.process_time")
     a = p.parse_args()
-    main(a.rounds, a.bs, a.threads)
+    main(a.rounds, a.bs, a.threads, a.clock)

@@ -176,11 +176,18 @@ class KDCallback(Callback):
         if self.teacher is not None:
             _check_not_shared(self.teacher, self.learn.model)
             self.teacher.prepare(_model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
-        self._sums,self._n,self._checked = {},{},False
-        self._mets = [ValueMetric(partial(self._avg, k), k) for k in ['task_loss'] + [r['name'] for r in self.loss_terms]]
+        self._log,self._checked = [],False
+        self._cols = ['task_loss'] + [r['name'] for r in self.loss_terms]
+        self._mets = [ValueMetric(partial(self._avg, k), k) for k in self._cols]
         self.learn.metrics = list(self.learn.metrics) + self._mets
 
-    def _avg(self, k): return self._sums[k]/self._n[k] if self._n.get(k) else None
+    def _avg(self, k):
+        "Epoch average of loss column `k`, weighted by the samples each batch counted (None if none did)"
+        if not self._log: return None
+        i = self._cols.index(k)
+        v = torch.stack([o[0][i] for o in self._log])
+        n = v.new_tensor([o[1][i] for o in self._log])
+        return (v*n).sum()/n.sum() if n.sum() else None
 
     def _check_training(self):
         "Checks that only matter when training (fastai also runs `before_fit` in `validate` and `get_preds`)"
@@ -199,7 +206,7 @@ class KDCallback(Callback):
         if not self._checked:
             try: self._check_training()
             except Exception: self.after_fit(); raise # fastai runs no after_fit after an error: clean up here
-        self._sums,self._n = {},{}
+        self._log = []
         if self.cache is not None: self._rec = _record_idxs(self.learn.dl)
 
     def after_train(self):
@@ -230,8 +237,8 @@ class KDCallback(Callback):
         if self.ignore_index is None or y is None or not isinstance(y, Tensor) or y.is_floating_point():
             return self.learn.loss_grad, find_bs(yb)
         keep = y != self.ignore_index
+        if keep.all(): return self.learn.loss_grad, len(y) # the common case: one reduction, no count
         n = int(keep.sum())
-        if n == len(y): return self.learn.loss_grad, n
         if n == 0: return self.learn.pred.sum()*0, 0
         if _is_mix_loss(self.learn.loss_func):
             raise ValueError("KDCallback: unlabelled samples (label == ignore_index) cannot be used with MixUp/CutMix, "
@@ -242,20 +249,21 @@ class KDCallback(Callback):
         "Replace the loss by `(1-alpha)*task + alpha*kd` and record both"
         s,t,y = self.learn.pred,self._t,(self.learn.yb[0] if len(self.learn.yb) else None)
         task,n_task = self._task_loss()
-        kd,parts = 0.,{}
+        kd,parts = None,[task.detach().float()]
         for r in self.loss_terms:
             kw = {}
             if r['T']: kw['T'] = self.T
             if r['target']: kw['target'] = y
             v = r['func'](s, t, **kw).float()
-            parts[r['name']] = v.detach()
-            kd = kd + r['weight']*v
-        loss = (1-self.alpha)*task.float() + self.alpha*kd
+            parts.append(v.detach())
+            if r['weight'] != 1: v = r['weight']*v
+            kd = v if kd is None else kd + v
+        loss = torch.lerp(task.float(), kd, self.alpha) # (1-alpha)*task + alpha*kd in one op
         self.learn.loss_grad = loss
-        self.learn.loss = loss.detach().clone()
+        self.learn.loss = loss.detach()
         bs = find_bs(self.learn.yb)
-        for k,(v,n) in dict(task_loss=(task.detach().float(), n_task), **{k: (v, bs) for k,v in parts.items()}).items():
-            if n: self._sums[k],self._n[k] = self._sums.get(k, 0.) + v*n, self._n.get(k, 0) + n
+        # no tensor op per batch: the epoch averages are computed once, at the end of the epoch, by `_avg`
+        self._log.append((parts, (n_task,) + (bs,)*len(self.loss_terms)))
         self._t = None
 
     def after_fit(self):

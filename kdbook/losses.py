@@ -36,10 +36,13 @@ def _check(name, s, t, *, T=None, same_shape=True, min_dim=1, max_dim=None, what
         raise ValueError(f"{name}: student {what} has batch size {s.shape[0]} but teacher {what} has {t.shape[0]}; "
                          f"run both models on the same batch")
     if T is not None and not T > 0: raise ValueError(f"{name}: temperature T must be > 0, got T={T}")
-    for arg,x in (('student',s),('teacher',t)):
-        if x.device.type != 'meta' and x.numel() and not torch.isfinite(x).all():
-            raise ValueError(f"{name}: {arg} {what} contains NaN or inf; check the model's forward pass "
-                             f"(or lower the learning rate / enable gradient clipping)")
+    if s.device.type != 'meta' and s.numel() and t.numel():
+        with torch.no_grad(): ok = bool(torch.isfinite(s.sum() + t.sum())) # one read-back: a NaN/inf anywhere makes the sum non-finite
+        if not ok: # find which one (a sum of huge finite values can also overflow: then nothing is raised)
+            for arg,x in (('student',s),('teacher',t)):
+                if not torch.isfinite(x).all():
+                    raise ValueError(f"{name}: {arg} {what} contains NaN or inf; check the model's forward pass "
+                                     f"(or lower the learning rate / enable gradient clipping)")
     return s.float(),t.float()
 
 def _zero(s):
@@ -65,7 +68,8 @@ def kd_loss(s:Tensor, # Student logits, (batch_size, n_classes)
     s,t = _check('kd_loss', s, t, T=T, min_dim=2, max_dim=2, what='output')
     if not len(s): return _zero(s)
     if standardize: s,t = _standardize(s),_standardize(t)
-    return F.kl_div(F.log_softmax(s/T, 1), F.log_softmax(t/T, 1), log_target=True, reduction='batchmean') * T**2
+    with torch.set_grad_enabled(t.requires_grad and torch.is_grad_enabled()): lt = F.log_softmax(t/T, 1) # no graph for a frozen teacher
+    return F.kl_div(F.log_softmax(s/T, 1), lt, log_target=True, reduction='batchmean') * T**2
 
 # %% ../nbs/00_losses.ipynb #7340bfdc
 def soft_ce_loss(s:Tensor, # Student logits, (batch_size, n_classes)
