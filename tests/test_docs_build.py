@@ -54,7 +54,10 @@ def test_failing_cell_names_notebook_and_cell(tmp_path):
 def test_small_site_renders(tmp_path):
     "A page with math, a plot, a table and a link to another notebook, rendered offline"
     root = _project(tmp_path, ['index.ipynb', {'section': 'Book', 'contents': ['tutorials/01_plot.ipynb']}], {
-        'index.ipynb': _nb(('markdown', '# Home\n> The summary'), ('markdown', 'See [the plot chapter](tutorials/01_plot.ipynb#a-plot).')),
+        'index.ipynb': _nb(('markdown', '# Home\n> The summary, times $T^2$'), ('markdown', 'See [the plot chapter](tutorials/01_plot.ipynb#a-plot).'),
+                           # like fastai's progress table: HTML and, for text front ends, its source as markdown
+                           ('code', 'class Both:\n    def _repr_html_(self): return "<b class=\\"both\\">bold</b>"\n'
+                                    '    def _repr_markdown_(self): return "```html\\n<b>bold</b>\\n```"\nBoth()')),
         'tutorials/01_plot.ipynb': _nb(('markdown', '# Plots'), ('markdown', '## A plot\n\nWith $p_i = e^{z_i}/\\sum_j e^{z_j}$:'),
             ('code', 'import matplotlib.pyplot as plt\nimport pandas as pd'), ('code', 'plt.plot([1, 3, 2]);'),
             ('code', 'pd.DataFrame({"a": [1, 2]})'), ('code', '#| slow\n1/0'))})
@@ -63,6 +66,13 @@ def test_small_site_renders(tmp_path):
     assert res['pages'] == ['index.html', 'tutorials/plot.html']
     idx, ch = (site/'index.html').read_text(), (site/'tutorials/plot.html').read_text()
     assert 'href="tutorials/plot.html#a-plot"' in idx and '<title>Home – tmpbook</title>' in idx
+    assert '<b class="both">bold</b>' in idx and 'sourceCode html' not in idx  # the HTML is shown, not its source
+    assert '<p class="description">The summary, times\n<math' in idx  # the summary's math is rendered
+    assert 'content="The summary, times T^2"' in idx
     assert '<math' in ch and '<img' in ch and '<table' in ch and 'href="../index.html"' in ch
     assert list((site/'tutorials/plot_files/figure-html').glob('*.png'))
     assert bd.is_fresh(root) and json.loads((site/'search.json').read_text())[1]['title'] == 'Plots'
+    with pytest.raises(bd.DocsBuildError, match=r"no notebook in the sidebar matches \['nosuch'\]"):
+        bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['nosuch'])
+    res = bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['01_plot'])  # a stem selects it
+    assert res['pages'] == ['tutorials/plot.html']

@@ -221,8 +221,10 @@ def nb_markdown(nb, page_stem:str, out_dir:Path, img_rel:str) -> tuple:
                     if 'image/png' in d: out.append(f'![]({save_img(_text(d["image/png"]), "png", name)}){{.cell-output-img}}\n')
                     elif 'image/jpeg' in d: out.append(f'![]({save_img(_text(d["image/jpeg"]), "jpeg", name)}){{.cell-output-img}}\n')
                     elif 'image/svg+xml' in d: out.append(f'![]({save_img(_text(d["image/svg+xml"]), "svg", name)}){{.cell-output-img}}\n')
-                    elif 'text/markdown' in d: out.append(_text(d['text/markdown']).strip() + '\n')
+                    # HTML before markdown, as Jupyter and nbconvert rank them: fastai's progress tables carry both,
+                    # and their markdown is the HTML source in a code fence
                     elif 'text/html' in d: out.append(_fence(_text(d['text/html']), '{=html}'))
+                    elif 'text/markdown' in d: out.append(_text(d['text/markdown']).strip() + '\n')
                     elif 'text/latex' in d: out.append(_text(d['text/latex']).strip() + '\n')
                     elif 'text/plain' in d: out.append(_fence(_text(d['text/plain']), ' {.output .result}') if not asis else _text(d['text/plain']))
         if out: parts.append('::: {.cell}\n' + '\n'.join(out) + '\n:::\n')
@@ -334,7 +336,10 @@ def render_pandoc(cfg, results:list, site:Path, pandoc:str='pandoc'):
             out = site/r['href']
             out.parent.mkdir(parents=True, exist_ok=True)
             md, nav = Path(tmp)/'page.md', Path(tmp)/'nav.html'
-            md.write_text(r['md']); nav.write_text(_nav_html(cfg, pages, r['href']))
+            # the summary line is markdown (it may hold $math$): a YAML block lets pandoc parse it; the <meta>
+            # description gets the same text without the math delimiters
+            head = yaml.safe_dump({'summary': r['description']}, allow_unicode=True) if r['description'] else ''
+            md.write_text((f'---\n{head}---\n\n' if head else '') + r['md']); nav.write_text(_nav_html(cfg, pages, r['href']))
             root = _relroot(r['href'])
             cmd = [pandoc, str(md), '-f', 'markdown+lists_without_preceding_blankline-smart', '-t', 'html5', '-s',
                    '--template', str(ASSETS/'template.html'), '--mathml', '--toc', '--toc-depth=3',
@@ -342,7 +347,7 @@ def render_pandoc(cfg, results:list, site:Path, pandoc:str='pandoc'):
                    '-M', f'title={r["title"]}', '-M', f'pagetitle={r["title"]} – {title}',
                    '-V', f'sitetitle={title}', '-V', f'root={root}',
                    '--include-before-body', str(nav), '-o', str(out)]
-            if r['description']: cmd += ['-M', f'description={r["description"]}']
+            if r['description']: cmd += ['-M', f'description={r["description"].replace("$", "")}']
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode: raise DocsBuildError(f"pandoc failed on nbs/{r['rel']}:\n{p.stderr}")
             text = _fix_links(out.read_text(), r, pages, site_url)
@@ -441,7 +446,11 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         except Exception: timeout = 900
     workers = max(1, min(workers or (os.cpu_count() or 1), len(rels)))
     threads = max(1, (os.cpu_count() or 1)//workers) if workers > 1 else None
-    todo = [r for r in rels if not only or r in only or Path(r).stem in only]
+    want = lambda r, o: o in (r, Path(r).stem, Path(r).with_suffix('').as_posix())
+    unknown = [o for o in (only or []) if not any(want(r, o) for r in rels)]
+    if unknown: raise DocsBuildError(f"no notebook in the sidebar matches {unknown}; give paths relative to nbs/ "
+                                     f"(e.g. tutorials/02_soft_targets.ipynb) or stems (02_soft_targets)")
+    todo = [r for r in rels if not only or any(want(r, o) for o in only)]
     stage = Path(tempfile.mkdtemp(prefix='kdbook-docs-', dir=root))
     try:
         log(f"Executing and processing {len(todo)} notebooks with {workers} worker(s){' (slow cells too)' if slow else ''} ...")
