@@ -14,10 +14,12 @@ from torch import nn, Tensor
 from fastcore.basics import store_attr, GetAttr
 from fastai.torch_core import default_device, find_bs
 from fastai.learner import Learner, Metric, ValueMetric
-from fastai.callback.core import Callback
+from fastai.callback.core import (Callback, CancelBatchException, CancelTrainException, CancelValidException,
+                                 CancelEpochException, CancelFitException)
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
 from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
 from .losses import kd_loss, fitnet_loss
 
@@ -54,6 +56,9 @@ class Teacher:
 
     def prepare(self, device=None): # Device of the student; `None` keeps the teacher where it is
         "Move the teacher to `device`, freeze its parameters and put it in eval mode"
+        if device is not None and torch.device(device).type != 'meta' and any(p.is_meta for p in self.parameters()):
+            raise ValueError(f"Teacher: its weights are on the 'meta' device (shapes without values), so it cannot run on "
+                             f"{device}; give it real weights first, e.g. `model.to_empty(device=...)` and `load_state_dict`")
         if self._rg is None: self._rg = [p.requires_grad for p in self.parameters()]
         for m in self.models:
             if device is not None: m.to(device)
@@ -137,6 +142,37 @@ def _check_not_shared(teacher, model):
 
 def _is_mix_loss(lf): return isinstance(getattr(lf, '__self__', None), MixHandler)
 
+_fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidException, CancelEpochException, CancelFitException)
+
+class _CleanupOnError:
+    "Stands in for `learn._with_events` during a fit: runs the registered cleanups when an error escapes an event"
+    def __init__(self, learn): self.learn,self.fs,self._own,self._orig = learn,[],learn.__dict__.get('_with_events'),learn._with_events
+    def __call__(self, *args, **kwargs):
+        try: return self._orig(*args, **kwargs)
+        except _fastai_cancels: raise # fastai handles these itself and runs `after_cancel_*` and `after_fit`
+        except BaseException:         # an error or Ctrl-C: fastai runs no `after_fit`
+            for f in list(self.fs):
+                try: f()
+                except Exception: pass # the original error is the one to report
+            raise
+    def remove(self):
+        if self.learn.__dict__.get('_with_events') is not self: return
+        if self._own is None: del self.learn.__dict__['_with_events']
+        else: self.learn.__dict__['_with_events'] = self._own
+
+def _on_error(learn, f):
+    "Run `f` if an error other than fastai's cancellations escapes the current fit (or `validate`, `get_preds`) of `learn`"
+    g = learn.__dict__.get('_with_events')
+    if not isinstance(g, _CleanupOnError): g = learn.__dict__['_with_events'] = _CleanupOnError(learn)
+    if f not in g.fs: g.fs.append(f)
+
+def _off_error(learn, f):
+    "Undo `_on_error(learn, f)`; the last one gives `learn` its own `_with_events` back"
+    g = getattr(learn, '__dict__', {}).get('_with_events')
+    if not isinstance(g, _CleanupOnError): return
+    g.fs = [o for o in g.fs if o != f]
+    if not g.fs: g.remove()
+
 class KDCallback(Callback):
     "Knowledge distillation: train on `(1-alpha)*task_loss + alpha*sum(w*loss(student, teacher))`"
     order,run_valid = MixHandler.order+1,False
@@ -168,11 +204,12 @@ class KDCallback(Callback):
     def T(self): return self._T
     @T.setter
     def T(self, v):
-        if not v > 0: raise ValueError(f"KDCallback: temperature T must be > 0, got {v}")
+        if not 0 < v < float('inf'): raise ValueError(f"KDCallback: temperature T must be > 0 and finite, got {v}")
         self._T = v
 
     def before_fit(self):
         "Freeze the teacher on the student's device, add the loss columns"
+        if getattr(self, '_mets', None): self.after_fit() # the last fit died before its after_fit: finish it first
         if self.teacher is not None:
             _check_not_shared(self.teacher, self.learn.model)
             self.teacher.prepare(_model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
@@ -180,6 +217,7 @@ class KDCallback(Callback):
         self._cols = ['task_loss'] + [r['name'] for r in self.loss_terms]
         self._mets = [ValueMetric(partial(self._avg, k), k) for k in self._cols]
         self.learn.metrics = list(self.learn.metrics) + self._mets
+        _on_error(self.learn, self.after_fit)
 
     def _avg(self, k):
         "Epoch average of loss column `k`, weighted by the samples each batch counted (None if none did)"
@@ -237,7 +275,7 @@ class KDCallback(Callback):
         if self.ignore_index is None or y is None or not isinstance(y, Tensor) or y.is_floating_point():
             return self.learn.loss_grad, find_bs(yb)
         keep = y != self.ignore_index
-        if keep.all(): return self.learn.loss_grad, len(y) # the common case: one reduction, no count
+        if len(y) and keep.all(): return self.learn.loss_grad, len(y) # the common case: one reduction, no count
         n = int(keep.sum())
         if n == 0: return self.learn.pred.sum()*0, 0
         if _is_mix_loss(self.learn.loss_func):
@@ -272,6 +310,7 @@ class KDCallback(Callback):
         self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in (getattr(self, '_mets', None) or []))]
         self._mets = []
         if self.teacher is not None: self.teacher.release()
+        _off_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
 
 # %% ../nbs/05_distill.ipynb #d7c1bab7
@@ -329,7 +368,9 @@ def _make_adapter(s, t):
 def _opt_add(opt, params):
     "Append `params` to the last parameter group of a fastai `Optimizer` or `OptimWrapper`"
     if isinstance(opt, OptimWrapper): opt.opt.param_groups[-1]['params'].extend(params)
-    else: opt.param_lists[-1] += list(params)
+    else:
+        opt.param_lists[-1] += list(params)
+        for p in params: opt.state.setdefault(p, {}) # a plain dict after `load_state_dict` (`learn.load`, `export`)
 
 def _opt_remove(opt, params):
     "Remove `params` (and their state) from the optimizer"
@@ -371,10 +412,12 @@ class FeatureKDCallback(Callback):
 
     def before_fit(self):
         "Find the layers, share the teacher of a `KDCallback`, put existing adapters in the optimizer"
+        if self._in_opt or any(m is getattr(self, '_met', None) for m in self.learn.metrics): self.after_fit() # an interrupted fit
         self._remove()
         self._sums,self._n,self._in_opt = 0.,0,[]
         self._met = ValueMetric(self._avg, 'feat_loss')
         self.learn.metrics = list(self.learn.metrics) + [self._met]
+        _on_error(self.learn, self.after_fit)
         if self.teacher is None: return # after load_learner: only `validate`/`predict` work; `before_train` raises
         for cb in self.learn.cbs:
             if isinstance(cb, KDCallback) and cb.teacher is not None and cb.teacher.models == self.teacher.models: self.teacher = cb.teacher
@@ -446,6 +489,7 @@ class FeatureKDCallback(Callback):
         self._in_opt = []
         self.learn.metrics = [m for m in self.learn.metrics if m is not getattr(self, '_met', None)]
         if self.teacher is not None: self.teacher.release()
+        _off_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
 
 # %% ../nbs/05_distill.ipynb #7199e4a6
@@ -525,6 +569,7 @@ def _data_crc(ds, n=16):
 
 def _random_tfms(dl):
     "Training-only (random) transforms of a fastai loader"
+    if isinstance(vars(dl).get('dl'), DataLoader): dl = dl.dl # the loader inside fastai's `DistributedDL`
     fs = [f for n in ('after_item', 'after_batch') for f in getattr(getattr(dl, n, None), 'fs', [])]
     return [type(f).__name__ for f in fs if getattr(f, 'split_idx', None) == 0]
 

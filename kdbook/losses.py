@@ -35,7 +35,7 @@ def _check(name, s, t, *, T=None, same_shape=True, min_dim=1, max_dim=None, what
     if s.shape[0] != t.shape[0]:
         raise ValueError(f"{name}: student {what} has batch size {s.shape[0]} but teacher {what} has {t.shape[0]}; "
                          f"run both models on the same batch")
-    if T is not None and not T > 0: raise ValueError(f"{name}: temperature T must be > 0, got T={T}")
+    if T is not None and not 0 < T < float('inf'): raise ValueError(f"{name}: temperature T must be > 0 and finite, got T={T}")
     if s.device.type != 'meta' and s.numel() and t.numel():
         with torch.no_grad(): ok = bool(torch.isfinite(s.sum() + t.sum())) # one read-back: a NaN/inf anywhere makes the sum non-finite
         if not ok: # find which one (a sum of huge finite values can also overflow: then nothing is raised)
@@ -177,7 +177,7 @@ def attention_loss(s_feat:Tensor, # Student feature map, (batch_size, C_s, L) or
     if s.shape[2:] != t.shape[2:]:
         raise ValueError(f"attention_loss: student feature map has spatial size {_shape(s)[2:]} but teacher has "
                          f"{_shape(t)[2:]} (shapes {_shape(s)} and {_shape(t)}); resize one, e.g. with F.interpolate")
-    if not p > 0: raise ValueError(f"attention_loss: p must be > 0, got p={p}")
+    if not 0 < p < float('inf'): raise ValueError(f"attention_loss: p must be > 0 and finite, got p={p}")
     if not len(s): return _zero(s)
     return (_attention_map(s, p) - _attention_map(t, p)).pow(2).mean()
 

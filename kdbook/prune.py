@@ -10,6 +10,7 @@ import copy
 import pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr
+from fastai.torch_core import get_model
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedNo
 from .schedules import SchedAgp, SchedStep
@@ -96,10 +97,18 @@ def compute_masks(
     "Boolean keep-masks (True = kept) of the shapes of `scores`, pruning the lowest-scoring blocks"
     _check_choice('granularity', granularity, GRANULARITIES); _check_choice('scope', scope, SCOPES)
     if (sparsity is None) == (threshold is None): raise ValueError("give exactly one of sparsity and threshold")
+    if not scores: return {}
     blocks = {n: _block_scores(s.float(), granularity) for n, s in scores.items()}
     if threshold is not None:
         return {n: (b >= threshold).expand_as(scores[n]).clone() for n, (b, _) in blocks.items()}
     _check_sparsity(sparsity)
+    devs = {s.device for s in scores.values()}
+    if any(d.type == 'meta' for d in devs):
+        raise ValueError("compute_masks: scores on the 'meta' device have no values to rank; compute them from a model "
+                         "with real weights (e.g. after `model.to_empty(device=...)` and loading its weights)")
+    if scope == 'global' and len(devs) > 1:
+        raise ValueError(f"compute_masks: a global ranking needs all scores on one device, got {sorted(map(str, devs))}; "
+                         f"move the model to one device, or use scope='local'")
     groups = [list(blocks)] if scope == 'global' else [[n] for n in blocks]
     masks = {}
     for g in groups:
@@ -182,7 +191,7 @@ class PruneCallback(Callback):
 
     def before_fit(self):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
-        self._setup(self.learn.model)
+        self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
         self.target = None
 
     def current_target(self):
@@ -192,8 +201,8 @@ class PruneCallback(Callback):
     def before_batch(self):
         "Take the lottery-ticket snapshot; update the masks when the target changed"
         if self.rewind_iter is not None and self.snapshot is None and self.learn.train_iter >= self.rewind_iter:
-            self.snapshot = copy.deepcopy(self.learn.model.state_dict())
-        if self.learn.train_iter % self.every: return
+            self.snapshot = copy.deepcopy(get_model(self.learn.model).state_dict())
+        if (self.learn.epoch*self.learn.n_iter + self.learn.iter) % self.every: return # counted from epoch 0, also when resumed with `start_epoch`
         if self.criterion == 'taylor' and self._n_acc < self.n_taylor: return # not enough gradient statistics yet
         if self.threshold is not None:
             if self.target is None: self.prune(); self.target = self.threshold
@@ -202,19 +211,20 @@ class PruneCallback(Callback):
         tgt = self.current_target()
         if self.target is None or abs(tgt - self.target) > 1e-12: self.prune(tgt)
 
-    def after_backward(self):
-        "Taylor: accumulate |grad * w|"
-        if self.criterion != 'taylor': return
-        for n, m in self._layers.items():
-            if m.weight.grad is None: continue
-            t = (m.weight.grad * m.weight).detach().abs()
-            self._taylor[n] = self._taylor[n] + t if n in self._taylor else t
-        self._n_acc += 1
-
     def before_step(self):
-        "No gradient reaches a pruned weight"
+        "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"
+        if self.criterion == 'taylor': self._accumulate_taylor()
         for n, m in self._layers.items():
             if m.weight.grad is not None: m.weight.grad.mul_(self._fm[n])
+
+    @torch.no_grad()
+    def _accumulate_taylor(self):
+        "Add |grad * w| of this step (unscaled by `MixedPrecision` by now; skipped steps never get here)"
+        for n, m in self._layers.items():
+            if m.weight.grad is None: continue
+            t = (m.weight.grad * m.weight).abs()
+            self._taylor[n] = self._taylor[n] + t if n in self._taylor else t
+        self._n_acc += 1
 
     def after_step(self): self.apply_masks()
 
@@ -242,10 +252,11 @@ class PruneCallback(Callback):
         sparsity:float=None, # Share of weights to prune; None for the `threshold`
     ):
         "Recompute the masks, apply them, zero the optimizer state there; rewind if a snapshot is kept"
-        if not hasattr(self, '_layers'): self._setup(self.learn.model)
+        if not hasattr(self, '_layers'): self._setup(get_model(self.learn.model))
         old = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
         thr = self.threshold if sparsity is None else None
-        self._set_masks(compute_masks(self.scores(), sparsity, self.granularity, self.scope, thr))
+        masks = compute_masks(self.scores(), sparsity, self.granularity, self.scope, thr)
+        self._set_masks({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
         self.apply_masks()
         opt = getattr(getattr(self, 'learn', None), 'opt', None)
         if opt is not None:
@@ -270,7 +281,7 @@ class PruneCallback(Callback):
     def rewind(self):
         "Lottery tickets: load the snapshot, keep the masks, clear the optimizer state"
         if self.snapshot is None: raise ValueError("rewind: no snapshot yet; set rewind_iter and train past it first")
-        self.learn.model.load_state_dict(self.snapshot)
+        get_model(self.learn.model).load_state_dict(self.snapshot)
         self.apply_masks()
         opt = getattr(self.learn, 'opt', None)
         if opt is not None and hasattr(opt, 'clear_state'): opt.clear_state()
