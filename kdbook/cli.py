@@ -1,4 +1,4 @@
-"""`kdbook demo`: train a teacher and its students, and print one table. Its defaults live in `settings.ini`.
+"""`kdbook demo`: train a teacher and its students, or run the whole compression pipeline (distil, prune, quantize), and print one table. Its defaults live in `settings.ini`.
 
 Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #eb9e81b7
 from __future__ import annotations
-import json, time, random
+import copy, io, json, time, random, zlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -14,19 +14,24 @@ from typing import Annotated
 from fastcore.script import call_parse, CliError, is_cli
 from fastcore.xtras import Config
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
-from fastai.callback.schedule import fit_one_cycle
+from fastai.callback.schedule import fit_one_cycle, combine_scheds, SchedNo
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback, mask_labels
+from .schedules import SchedAgp
+from .prune import PruneCallback, bake_masks, prune_channels, prunable_layers
+from .report import compare_models, plot_accuracy_vs_size
 
 # %% auto #0
-__all__ = ['book_defaults', 'demo_datasets', 'book_settings', 'run_demo', 'save_results', 'kdbook_cli']
+__all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'run_demo', 'run_pipeline', 'save_results',
+           'kdbook_cli']
 
 # %% ../nbs/10_cli.ipynb #d5bfb0ae
 book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
-                     teacher_width=64, student_width=16, temperature=4.0, alpha=0.9, label_pct=0.1, sparsity=0.9)
+                     teacher_width=64, student_width=16, temperature=4.0, alpha=0.9, label_pct=0.1, sparsity=0.9,
+                     student_sparsity=0.5)
 
 def book_settings(
     path=None, # A `settings.ini` file, or a folder to search upwards from; `None` for the working directory
@@ -64,6 +69,14 @@ def _task(dataset, teacher_width, student_width):
 def _score_name(metric): return 'rmse' if metric is rmse else metric.__name__
 
 # %% ../nbs/10_cli.ipynb #86aa778e
+def _settings(settings, overrides):
+    "`settings` (or the nearest settings.ini) updated with the `overrides` that are not None, checked"
+    s = {**(settings or book_settings()), **{k: v for k, v in overrides.items() if v is not None}}
+    if unknown := set(s) - set(book_defaults):
+        raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
+    if s['epochs'] <= 0: raise ValueError(f"epochs must be > 0, got {s['epochs']}")
+    return s
+
 def _fit(dls, model, loss_func, metric, s, cbs=None, show=True):
     "Train `model` with the book's recipe; return the learner and the seconds it took"
     learn = Learner(dls, model, loss_func=loss_func(), metrics=metric, cbs=cbs)
@@ -83,8 +96,7 @@ def run_demo(
     **overrides         # Any setting, e.g. `epochs=5`, overriding `settings`
 ) -> pd.DataFrame:
     "Train the teacher and the students of the demo; one row per model with params, score, agreement and train time"
-    s = {**(settings or book_settings()), **{k: v for k, v in overrides.items() if v is not None}}
-    if s['epochs'] <= 0: raise ValueError(f"epochs must be > 0, got {s['epochs']}")
+    s = _settings(settings, overrides)
     if not 0 < s['label_pct'] <= 1: raise ValueError(f"label_pct must be in (0, 1], got {s['label_pct']}")
     device = check_device(s['device'] or None)
     dls_f, teacher_f, student_f, loss_f, metric = _task(s['dataset'], s['teacher_width'], s['student_width'])
@@ -114,44 +126,139 @@ def run_demo(
     train('student, KD', dls, student_f, cbs=kd())
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_cli.ipynb #b4fdd852
+demo_pipelines = ('kd', 'full')
+
+def _prune_schedule():
+    "Share of the target sparsity along training: AGP over the first 70%, then the target for the last 30%"
+    return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
+
+def _weight_sparsity(model):
+    "Share of exactly-zero weights of the conv and linear layers (int8 ones dequantized): what `PruneCallback` prunes"
+    ws = [m.weight.detach().dequantize() for m in prunable_layers(model).values()]
+    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+
+def _deflated_bytes(model):
+    "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return len(zlib.compress(buf.getvalue(), 9))
+
+def _top1(model, dl):
+    "Predicted classes of `model` on every batch of `dl`, in eval mode"
+    dev, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        with torch.inference_mode(): return torch.cat([model(xb.to(dev)).argmax(-1).cpu() for xb, *_ in dl])
+    finally: model.train(was_training)
+
+def run_pipeline(
+    settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
+    show:bool=True,           # Show fastai's progress bars
+    channel_ratio:float=0.5,  # Share of the KD student's channels removed in the structured branch; 0 skips it
+    scheme:str='int8_weight', # Int8 scheme of the last stage, one of `kdbook.quantize.quant_schemes()`
+    bs:int=256,               # Batch size of the latency measurement
+    n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
+    return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
+    **overrides               # Any setting, e.g. `epochs=5` or `student_sparsity=0.7`, overriding `settings`
+) -> pd.DataFrame:
+    "Teacher, KD student, the student pruned with KD retraining, its int8 copy, a channel-pruned student: one row each"
+    from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
+    s = _settings(settings, overrides)
+    if not 0 <= s['student_sparsity'] < 1:
+        raise ValueError(f"student_sparsity (the command's --sparsity) must be in [0, 1) (the share of the student's "
+                         f"weights set to zero), got {s['student_sparsity']}")
+    if not 0 <= channel_ratio < 1:
+        raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
+    if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
+    device = check_device(s['device'] or None)
+    dls_f, teacher_f, student_f, loss_f, metric = _task(s['dataset'], s['teacher_width'], s['student_width'])
+    if loss_f is not CrossEntropyLossFlat:
+        ok = ' or '.join(k for k, t in _tasks.items() if t[2] is CrossEntropyLossFlat)
+        raise ValueError(f"The compression pipeline needs a classification data set (it reports accuracy), not "
+                         f"{s['dataset']!r}: use {ok}, or the 'kd' pipeline (run_demo) for {s['dataset']!r}")
+    set_seed(s['seed'])
+    dls = dls_f(bs=s['bs'], seed=s['seed'], device=device)
+    models, secs = {}, {}
+    def train(name, model, cbs=None, t0=0.):
+        set_seed(s['seed'])
+        learn, t = _fit(dls, model, loss_f, metric, s, cbs=cbs, show=show)
+        models[name], secs[name] = learn.model, t + t0
+        return learn
+    kd = lambda: KDCallback(models['teacher'], alpha=s['alpha'], T=s['temperature'])
+    train('teacher', teacher_f())
+    student = train('student, KD', student_f(), cbs=kd()).model
+    pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
+    bake_masks(train(pruned, copy.deepcopy(student), cbs=[kd(), PruneCallback(s['student_sparsity'], schedule=_prune_schedule())]))
+    t = time.perf_counter()
+    models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
+    secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
+    if channel_ratio:
+        t = time.perf_counter()
+        slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
+        train(f'student, KD, {channel_ratio:.0%} channels removed', slim, cbs=kd(), t0=time.perf_counter() - t)
+    df = compare_models(models, dls, bs=bs, n_runs=n_runs)
+    t_top1 = _top1(models['teacher'], dls.valid)
+    df['weight_sparsity'] = [_weight_sparsity(m) for m in models.values()]
+    df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
+    df['agreement'] = [(_top1(m, dls.valid) == t_top1).float().mean().item() for m in models.values()]
+    df['train_s'] = [secs[k] for k in models]
+    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
+            'accuracy', 'agreement', 'train_s']
+    df = df[cols].rename_axis('model').reset_index().round(dict(weight_sparsity=4, latency_ms=3, accuracy=4, agreement=4, train_s=1))
+    return (df, models, dls) if return_models else df
+
 # %% ../nbs/10_cli.ipynb #f63276af
 def save_results(
-    res:pd.DataFrame, # The table of `run_demo`
+    res:pd.DataFrame, # The table of `run_demo` or `run_pipeline`
     out,              # Folder to write `results.csv`, `results.json` and `results.png` into
     settings:dict=None, # Settings to record in the JSON
 ) -> Path:
-    "Write the demo's table as CSV and JSON, and a plot of score against parameters as PNG"
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    "Write a demo's table as CSV and JSON, and its plot as PNG (accuracy vs size for the pipeline, score vs params otherwise)"
+    from matplotlib.figure import Figure
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     res.to_csv(out/'results.csv', index=False)
     (out/'results.json').write_text(json.dumps({'settings': settings or {}, 'results': res.to_dict('records')}, indent=2))
-    score = res.columns[2]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(res.params, res[score])
-    for _, r in res.iterrows(): ax.annotate(r.model, (r.params, r[score]), textcoords='offset points', xytext=(4, 4))
-    ax.set_xscale('log'); ax.set_xlabel('parameters'); ax.set_ylabel(f'validation {score}'); ax.grid(alpha=.3)
-    fig.tight_layout(); fig.savefig(out/'results.png', dpi=120); plt.close(fig)
+    fig = Figure(figsize=(7, 4.5) if 'size_bytes' in res.columns else (6, 4))
+    ax = fig.subplots()
+    if 'size_bytes' in res.columns: plot_accuracy_vs_size(res.set_index('model'), ax=ax, title='The compression pipeline')
+    else:
+        score = res.columns[2]
+        ax.scatter(res.params, res[score])
+        for _, r in res.iterrows(): ax.annotate(r.model, (r.params, r[score]), textcoords='offset points', xytext=(4, 4))
+        ax.set_xscale('log'); ax.set_xlabel('parameters'); ax.set_ylabel(f'validation {score}'); ax.grid(alpha=.3)
+    fig.tight_layout(); fig.savefig(out/'results.png', dpi=120)
     return out
 
 # %% ../nbs/10_cli.ipynb #67757af5
 @call_parse(pos=['command'])
 def kdbook_cli(
     command:Annotated[str, "What to run", dict(choices=['demo'])]='demo',
+    pipeline:Annotated[str, "kd: a teacher and its students; full: teacher, KD student, pruned with KD, int8",
+                       dict(choices=list(demo_pipelines))]='kd',
     dataset:Annotated[str, "Data set (default: settings.ini)", dict(choices=list(demo_datasets))]=None,
     epochs:int=None, # Epochs of every fit (default: settings.ini)
     seed:int=None,   # Random seed (default: settings.ini)
     device:str=None, # cpu, cuda, cuda:N or mps (default: settings.ini, else fastai's default)
+    sparsity:float=None, # Target sparsity of the pipeline's pruned student, --pipeline full only (default: student_sparsity of settings.ini)
     out:str=None,    # Folder to write results.csv, results.json and results.png into
     config:str=None, # A settings.ini to use instead of the nearest one
     quiet:bool=False, # Hide the progress bars
 ):
     "Run kdbook's main job and print its table"
     try:
+        if pipeline not in demo_pipelines: raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
+        if sparsity is not None and pipeline != 'full':
+            raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
         s = book_settings(config)
-        s.update({k: v for k, v in dict(dataset=dataset, epochs=epochs, seed=seed, device=device).items() if v is not None})
-        res = run_demo(s, show=not quiet)
+        s.update({k: v for k, v in dict(dataset=dataset, epochs=epochs, seed=seed, device=device,
+                       student_sparsity=sparsity).items()
+                  if v is not None})
+        res = (run_demo if pipeline == 'kd' else run_pipeline)(s, show=not quiet)
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))
-    if out: print(f"results written to {save_results(res, out, s)}")
+    if pipeline == 'full':
+        print(f"latency_ms: median forward pass of a batch of {res.bs[0]}; size_bytes: torch.save(state_dict); "
+              "compressed_bytes: the same, deflated (zlib -9)")
+    if out: print(f"results written to {save_results(res, out, {**s, 'pipeline': pipeline})}")
     if not is_cli(): return res

@@ -51,3 +51,48 @@ def test_bad_settings_value_is_reported(tmp_path):
     (tmp_path/'settings.ini').write_text('[DEFAULT]\nepochs = forty\n')
     r = run('demo', '--quiet', cwd=tmp_path)
     assert r.returncode == 1 and "epochs = 'forty' is not a valid int" in r.stderr
+
+def test_pipeline_full_end_to_end(tmp_path):
+    "`kdbook demo --pipeline full`: teacher, KD student, pruned with KD, int8, channel-pruned; one table, CSV/JSON/PNG"
+    r = run('demo', '--pipeline', 'full', '--dataset', 'mnist1d', '--epochs', '2', '--quiet', '--out', str(tmp_path/'out'))
+    assert r.returncode == 0, r.stderr
+    assert 'Traceback' not in r.stderr and 'compressed_bytes' in r.stdout and 'batch of 256' in r.stdout
+    res = json.loads((tmp_path/'out'/'results.json').read_text())
+    s = res['settings']
+    assert s['pipeline'] == 'full' and s['epochs'] == 2 and s['dataset'] == 'mnist1d'
+    pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
+    rows = {row['model']: row for row in res['results']}
+    assert list(rows) == ['teacher', 'student, KD', pruned, f'{pruned}, int8_weight', 'student, KD, 50% channels removed']
+    header = (tmp_path/'out'/'results.csv').read_text().splitlines()[0]
+    assert header == ('model,params,nonzero_params,weight_sparsity,macs,size_bytes,compressed_bytes,latency_ms,bs,'
+                      'accuracy,agreement,train_s')
+    p, q, kd = rows[pruned], rows[f'{pruned}, int8_weight'], rows['student, KD']
+    assert abs(p['weight_sparsity'] - s['student_sparsity']) < 1e-3 # the setting's sparsity, measured on the weights
+    assert q['weight_sparsity'] >= p['weight_sparsity']             # int8 keeps the zeros
+    assert q['size_bytes'] < p['size_bytes'] == kd['size_bytes']    # zeros alone do not shrink the file; int8 does
+    assert p['nonzero_params'] < (1 - s['student_sparsity'] + 0.1) * kd['params']
+    assert rows['teacher']['agreement'] == 1.0 and all(0 <= row['accuracy'] <= 1 for row in rows.values())
+    assert rows['student, KD, 50% channels removed']['params'] < kd['params'] / 2
+    assert (tmp_path/'out'/'results.png').stat().st_size > 10_000
+
+def test_pipeline_sparsity_flag_sets_student_sparsity(tmp_path):
+    "`--sparsity` overrides settings.ini's `student_sparsity`, the pipeline's target; the teachers' `sparsity` stays as it is"
+    ini = (ROOT/'settings.ini').read_text()
+    assert '\nsparsity = 0.9\n' in ini and '\nstudent_sparsity = 0.5\n' in ini, 'the project settings.ini changed its format'
+    (tmp_path/'settings.ini').write_text(ini.replace('\nsparsity = 0.9\n', '\nsparsity = 0.3\n'))
+    r = run('demo', '--pipeline', 'full', '--epochs', '1', '--sparsity', '0.7', '--quiet', '--out', 'out', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'out'/'results.json').read_text())
+    assert res['settings']['student_sparsity'] == 0.7 and res['settings']['sparsity'] == 0.3
+    rows = {row['model']: row for row in res['results']}
+    assert 'student, KD, pruned 70%' in rows and 'student, KD, pruned 70%, int8_weight' in rows
+    assert abs(rows['student, KD, pruned 70%']['weight_sparsity'] - 0.7) < 1e-3
+    r = run('demo', '--pipeline', 'full', '--sparsity', '1.5', '--quiet', cwd=tmp_path)
+    assert r.returncode == 1 and "student_sparsity (the command's --sparsity) must be in [0, 1)" in r.stderr
+
+def test_pipeline_bad_input_is_a_clear_error():
+    r = run('demo', '--pipeline', 'prune')
+    assert r.returncode == 2 and "invalid choice: 'prune'" in r.stderr and "'full'" in r.stderr
+    r = run('demo', '--pipeline', 'full', '--dataset', 'diabetes', '--quiet')
+    assert r.returncode == 1 and 'needs a classification data set' in r.stderr and 'use mnist1d or digits' in r.stderr
+    assert 'Traceback' not in r.stderr # more bad values (--sparsity without the pipeline): nbs/10_cli.ipynb
