@@ -11,16 +11,17 @@ speed: dense, pruned (retrained, first seed of the list) and the twin, on one ba
     interleaved call by call (dense, pruned, twin, dense, ...), `--runs` calls each per repeat, `--repeats` repeats,
     for each torch thread count in `--threads`; medians of wall time (`perf_counter`) and of the calling thread's CPU
     time (`thread_time`, which leaves out the time the process waits for a core while other jobs run), and minor page
-    faults per call, and the ratio of the fastest calls (the least disturbed by other jobs). Three times: with glibc's
-    allocator as it is; with its mmap threshold set to 1 MB (`mallopt`), between the pruned model's activations
-    (0.65 MB) and the dense model's (1.3 MB), and a trim threshold of 256 MB, so that only the dense model gets fresh
-    pages from the kernel (page faults) on every call, a state glibc's dynamic threshold can drift into and that inflates the ratio; and pinned
-    (mmap threshold 32 MB, trim threshold 256 MB), so that no call faults. Printed next to the
+    faults per call, and the ratio of the fastest calls (the least disturbed by other jobs). Each in a fresh process
+    (the models saved to `--save` or a temporary folder), under three settings of glibc's allocator given as
+    environment variables: its defaults; an mmap threshold of 1 MB (MALLOC_MMAP_THRESHOLD_), between the pruned
+    model's activations (0.65 MB) and the dense model's (1.3 MB), with a trim threshold of 256 MB, so that only the
+    dense model gets fresh pages from the kernel (page faults) on every call, a state glibc's dynamic threshold can
+    be in and that inflates the ratio; and pinned (mmap threshold 32 MB, trim threshold 256 MB), so that no call faults. Printed next to the
     latency ratios: the MACs ratio (`kdbook.report.count_macs`) and the ratio with batch norms folded into the
     convolutions (`torch.fx.experimental.optimization.fuse`, for inference).
 Timings are ratios measured side by side in one run; absolute times depend on the machine and its load (printed).
 """
-import argparse, copy, ctypes, os, random, resource, statistics, time
+import argparse, copy, os, random, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import torch
 from fastai.learner import Learner
@@ -83,14 +84,13 @@ def accuracy_part(a, dls):
     return keep
 
 
-def set_malloc(mmap_threshold, trim_threshold):
-    "Fix glibc's mmap and trim thresholds (bytes); True if done (glibc only)"
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        return libc.mallopt(-3, mmap_threshold) == 1 and libc.mallopt(-1, trim_threshold) == 1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    except OSError: return False
+# glibc allocator settings, passed as environment variables to a fresh process per setting (a process that trained
+# first has freed memory at the top of its heap and serves the activations from there, whatever the thresholds)
+ALLOCATORS = {'default': {}, '1 MB': {'MALLOC_MMAP_THRESHOLD_': str(1 << 20), 'MALLOC_TRIM_THRESHOLD_': str(256 << 20)},
+              'pinned': {'MALLOC_MMAP_THRESHOLD_': str(32 << 20), 'MALLOC_TRIM_THRESHOLD_': str(256 << 20)}}
 
-ALLOCATORS = {'as is': None, '1 MB': (1 << 20, 256 << 20), 'pinned': (32 << 20, 256 << 20)}
+
+def env_str(env): return ' '.join(f'{k}={v}' for k, v in env.items() if k.startswith('MALLOC_')) or '(glibc defaults)'
 
 
 def _faults():
@@ -114,6 +114,19 @@ def time_interleaved(models, x, runs, warmup=10):
 
 
 def speed_part(a, dls, dense=None, pruned=None):
+    "Time dense, pruned and twin in a fresh process per allocator setting (this process only saves the models)"
+    if a.alloc is None:
+        d = Path(a.save) if a.save else Path(tempfile.mkdtemp())
+        if dense is not None:
+            d.mkdir(parents=True, exist_ok=True)
+            torch.save(dense.state_dict(), d/'dense.pth'); torch.save(pruned, d/'pruned.pth')
+        for name, env in ALLOCATORS.items():
+            env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')} | env
+            cmd = [sys.executable, __file__, '--part', 'speed', '--alloc', name, '--save', str(d), '--bs', str(a.bs),
+                   '--runs', str(a.runs), '--repeats', str(a.repeats), '--threads', *map(str, a.threads)]
+            print(f"[speed] fresh process, allocator {name} {env_str(env)}", flush=True)
+            subprocess.run(cmd, env=env, check=True)
+        return
     if dense is None:
         if a.save and (Path(a.save)/'dense.pth').exists():
             dense = cnn1d(64); dense.load_state_dict(torch.load(Path(a.save)/'dense.pth'))
@@ -134,24 +147,22 @@ def speed_part(a, dls, dense=None, pruned=None):
     from torch.fx.experimental.optimization import fuse
     fused = {k: fuse(copy.deepcopy(m)) for k, m in ms.items()}
     with torch.inference_mode(): assert torch.allclose(fused['dense'](x), dense(x), atol=1e-4)
-    summary = {}
-    for alloc, thr in ALLOCATORS.items():
-        if thr and not set_malloc(*thr): print("[speed] mallopt unavailable (not glibc): only the allocator as is"); break
-        for nt in a.threads:
-            torch.set_num_threads(nt)
-            for variant, models in (('eager', ms), ('bn-folded', fused)):
-                for r in range(a.repeats):
-                    la = os.getloadavg()[0]
-                    t = time_interleaved(models, x, a.runs)
-                    rw, rc, rm = t['dense'][0]/t['pruned'][0], t['dense'][1]/t['pruned'][1], t['dense'][3]/t['pruned'][3]
-                    tw, tc, tm = t['dense'][0]/t['twin'][0], t['dense'][1]/t['twin'][1], t['dense'][3]/t['twin'][3]
-                    summary.setdefault((alloc, nt, variant), []).append((rw, tw, rc, tc, rm, tm))
-                    print(f"[speed] allocator {alloc}, {nt} thread(s), {variant:9s}, repeat {r}, load {la:.1f}: wall ms "
-                          f"{t['dense'][0]:.3f}/{t['pruned'][0]:.3f}/{t['twin'][0]:.3f} -> speed-up pruned {rw:.2f}x, twin {tw:.2f}x | "
-                          f"thread-CPU ms {t['dense'][1]:.3f}/{t['pruned'][1]:.3f}/{t['twin'][1]:.3f} -> pruned {rc:.2f}x, twin {tc:.2f}x | "
-                          f"fastest call: pruned {rm:.2f}x, twin {tm:.2f}x | "
-                          f"page faults/call {t['dense'][2]:.0f}/{t['pruned'][2]:.0f}/{t['twin'][2]:.0f} | MACs {macs['dense']/macs['pruned']:.2f}x",
-                          flush=True)
+    summary, alloc = {}, a.alloc
+    for nt in a.threads:
+        torch.set_num_threads(nt)
+        for variant, models in (('eager', ms), ('bn-folded', fused)):
+            for r in range(a.repeats):
+                la = os.getloadavg()[0]
+                t = time_interleaved(models, x, a.runs)
+                rw, rc, rm = t['dense'][0]/t['pruned'][0], t['dense'][1]/t['pruned'][1], t['dense'][3]/t['pruned'][3]
+                tw, tc, tm = t['dense'][0]/t['twin'][0], t['dense'][1]/t['twin'][1], t['dense'][3]/t['twin'][3]
+                summary.setdefault((alloc, nt, variant), []).append((rw, tw, rc, tc, rm, tm))
+                print(f"[speed] allocator {alloc}, {nt} thread(s), {variant:9s}, repeat {r}, load {la:.1f}: wall ms "
+                      f"{t['dense'][0]:.3f}/{t['pruned'][0]:.3f}/{t['twin'][0]:.3f} -> speed-up pruned {rw:.2f}x, twin {tw:.2f}x | "
+                      f"thread-CPU ms {t['dense'][1]:.3f}/{t['pruned'][1]:.3f}/{t['twin'][1]:.3f} -> pruned {rc:.2f}x, twin {tc:.2f}x | "
+                      f"fastest call: pruned {rm:.2f}x, twin {tm:.2f}x | "
+                      f"page faults/call {t['dense'][2]:.0f}/{t['pruned'][2]:.0f}/{t['twin'][2]:.0f} | MACs {macs['dense']/macs['pruned']:.2f}x",
+                      flush=True)
     print(f"[speed] summary, batch {a.bs}, {a.runs} interleaved calls per model per repeat, median over {a.repeats} repeats "
           f"(speed-up = dense time / pruned time; MACs ratio {macs['dense']/macs['pruned']:.2f}):")
     for (alloc, nt, variant), v in summary.items():
@@ -174,9 +185,10 @@ if __name__ == '__main__':
     p.add_argument('--runs', type=int, default=50, help='timed calls of each model per repeat')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--save', default=None, help='folder to save (part all/accuracy) or load (part speed) the models')
+    p.add_argument('--alloc', default=None, help='internal: time in this process, labelled with this allocator setting')
     a = p.parse_args()
     dls = mnist1d_dls(bs=128, num_workers=0)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
+    if a.alloc is None: print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
     keep = {}
     if a.part in ('accuracy', 'all'):
         keep = accuracy_part(a, dls)
