@@ -29,7 +29,7 @@ PARTS = ('demo', 'pipeline', 'kd', 'prune')
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--epochs', type=int, default=None, help='epochs of the demo fits (default: settings.ini, 40)')
-    p.add_argument('--prune-epochs', type=int, default=160, help='epochs of the gradual-pruning fit of bench_prune (160: the book'"'"'s 90% recipe, chapter 10)')
+    p.add_argument('--prune-epochs', type=int, default=160, help='epochs of the gradual-pruning fit of bench_prune (160: the 90%% recipe of chapter 10)')
     p.add_argument('--rounds', type=int, default=15, help='interleaved timing rounds of bench_kd')
     p.add_argument('--amp', choices=['fp16', 'bf16', 'none'], default=None, help='mixed precision (default: fp16 on CUDA)')
     p.add_argument('--parts', default=','.join(PARTS), help=f'comma-separated subset of {",".join(PARTS)}')
