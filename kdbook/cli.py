@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #eb9e81b7
 from __future__ import annotations
-import copy, io, json, time, random, zlib
+import copy, json, time, random, zlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -21,8 +21,8 @@ from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback, mask_labels
 from .schedules import SchedAgp
-from .prune import PruneCallback, bake_masks, prune_channels, prunable_layers
-from .report import compare_models, plot_accuracy_vs_size
+from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
+from .report import compare_models, plot_accuracy_vs_size, _saved_state, _top1
 
 # %% auto #0
 __all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'run_demo', 'run_pipeline', 'save_results',
@@ -133,24 +133,9 @@ def _prune_schedule():
     "Share of the target sparsity along training: AGP over the first 70%, then the target for the last 30%"
     return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
 
-def _weight_sparsity(model):
-    "Share of exactly-zero weights of the conv and linear layers (int8 ones dequantized): what `PruneCallback` prunes"
-    ws = [m.weight.detach().dequantize() for m in prunable_layers(model).values()]
-    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
-
 def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return len(zlib.compress(buf.getvalue(), 9))
-
-def _top1(model, dl):
-    "Predicted classes of `model` on every batch of `dl`, in eval mode"
-    dev, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.inference_mode(): return torch.cat([model(xb.to(dev)).argmax(-1).cpu() for xb, *_ in dl])
-    finally: model.train(was_training)
+    return len(zlib.compress(_saved_state(model), 9))
 
 def run_pipeline(
     settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
@@ -198,10 +183,10 @@ def run_pipeline(
         slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
         train(f'student, KD, {channel_ratio:.0%} channels removed', slim, cbs=kd(), t0=time.perf_counter() - t)
     df = compare_models(models, dls, bs=bs, n_runs=n_runs)
-    t_top1 = _top1(models['teacher'], dls.valid)
-    df['weight_sparsity'] = [_weight_sparsity(m) for m in models.values()]
+    t_top1 = _top1(models['teacher'], dls.valid)[0]
+    df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
     df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
-    df['agreement'] = [(_top1(m, dls.valid) == t_top1).float().mean().item() for m in models.values()]
+    df['agreement'] = [(_top1(m, dls.valid)[0] == t_top1).float().mean().item() for m in models.values()]
     df['train_s'] = [secs[k] for k in models]
     cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
             'accuracy', 'agreement', 'train_s']

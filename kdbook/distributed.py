@@ -25,6 +25,7 @@ from .data import mnist1d_dls
 from .models import cnn1d
 from .distill import Teacher, KDCallback, SoftTargetCache, _model_device, _tensor_crc
 from .prune import PruneCallback
+from .report import dl_accuracy
 
 # %% auto #0
 __all__ = ['free_port', 'launch_local', 'setup_process_group', 'gather_object', 'AnyDeviceDistributedDL',
@@ -243,13 +244,6 @@ def distrib_ctx(
         if own: teardown_distrib()
 
 # %% ../nbs/09_distributed.ipynb #324c14a5
-def _accuracy(model, dl):
-    "Accuracy of `model` over all of `dl`, in this process only"
-    model.eval()
-    with torch.no_grad():
-        res = [(model(xb).argmax(-1) == yb).float() for xb, yb in dl]
-    return torch.cat(res).mean().item()
-
 @call_parse
 def kd_prune_job(
     teacher:str=None,           # File of the teacher's `state_dict` (a `cnn1d(teacher_ch)`), loaded on every rank
@@ -289,9 +283,9 @@ def kd_prune_job(
     fit_s = time.time() - start
     masks = {k: v.cpu() for k, v in pr.masks.items()}
     rep = dict(rank=rank_distrib(), world_size=max(num_distrib(), 1), device=str(dev), fit_seconds=fit_s,
-               teacher_before=fp0, teacher_after=t.fingerprint(), teacher_accuracy=_accuracy(tm, dls.valid),
+               teacher_before=fp0, teacher_after=t.fingerprint(), teacher_accuracy=dl_accuracy(tm, dls.valid),
                student=_tensor_crc(learn.model.state_dict().values()), masks=_tensor_crc(masks[k] for k in sorted(masks)),
-               sparsity=pr.measured(), masks_resynced=getattr(sync, 'n_resynced', 0), accuracy=_accuracy(learn.model, dls.valid))
+               sparsity=pr.measured(), masks_resynced=getattr(sync, 'n_resynced', 0), accuracy=dl_accuracy(learn.model, dls.valid))
     reps, all_masks = gather_object(rep), gather_object(masks)
     res = dict(ranks=reps, masks_equal=all(all(torch.equal(m[k], all_masks[0][k]) for k in all_masks[0]) for m in all_masks))
     if rank_distrib() == 0 and out: Path(out).write_text(json.dumps(res, indent=1))

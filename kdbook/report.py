@@ -34,9 +34,13 @@ def state_dict_bytes(
     model:nn.Module, # Any module whose `state_dict` `torch.save` can write (torchao tensors included)
 ) -> int:
     "Bytes written by `torch.save(model.state_dict())`: the model's size on disk"
+    return len(_saved_state(model))
+
+def _saved_state(model):
+    "What `torch.save(model.state_dict())` writes, as bytes"
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
+    return buf.getvalue()
 
 # %% ../nbs/08_report.ipynb #1204466a
 def _model_device(model):
@@ -91,15 +95,19 @@ def dl_accuracy(
     dl,              # Loader of `(x, y)` batches, e.g. `dls.valid`
 ) -> float:
     "Top-1 accuracy of `model` over all batches of `dl`, in eval mode under `torch.inference_mode`"
-    dev, was_training, n, c = _model_device(model), model.training, 0, 0
+    preds, ys = _top1(model, dl)
+    if not len(ys): raise ValueError("The loader yielded no samples: pass a non-empty loader such as dls.valid")
+    return int((preds == ys).sum()) / len(ys)
+
+def _top1(model, dl):
+    "Predicted classes of `model` and the labels over all `(x, y)` batches of `dl` (CPU tensors), in eval mode"
+    dev, was_training, preds, ys = _model_device(model), model.training, [], []
     model.eval()
     try:
         with torch.inference_mode():
-            for xb, yb in dl:
-                c += (model(xb.to(dev)).argmax(-1) == yb.to(dev).view(-1)).sum().item(); n += len(yb)
+            for xb, yb in dl: preds.append(model(xb.to(dev)).argmax(-1).cpu()); ys.append(yb.view(-1).cpu())
     finally: model.train(was_training)
-    if n == 0: raise ValueError("The loader yielded no samples: pass a non-empty loader such as dls.valid")
-    return c / n
+    return (torch.cat(preds), torch.cat(ys)) if ys else (torch.zeros(0, dtype=torch.long),)*2
 
 # %% ../nbs/08_report.ipynb #aa74cd49
 def _input_batch(dls, xb, bs):

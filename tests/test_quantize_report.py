@@ -50,6 +50,19 @@ def test_report_quantized_and_pruned(dls):
     fig = plot_accuracy_vs_size(df)
     assert [t.get_text() for t in fig.axes[0].texts] == ['fp32', 'pruned', 'int8']
 
+@pytest.mark.parametrize('scheme', quant_schemes())
+def test_sparsity_report_of_int8_model(dls, scheme):
+    "The pruned zeros of a quantized model are counted (int8 weights dequantized), as in the float model"
+    from kdbook.prune import sparsity_report
+    torch.manual_seed(0)
+    pr = mlp().eval()
+    with torch.no_grad(): pr.fc2.weight[:128] = 0.
+    fp = sparsity_report(pr)
+    q = sparsity_report(quantize_model(pr, scheme, dls=dls))
+    assert q.layer.tolist() == fp.layer.tolist() and (q.params == fp.params).all()
+    assert (q.zeros >= fp.zeros).all()   # every pruned weight is still zero (rounding may add a few)
+    assert q.sparsity.iloc[-1] >= 128*256 / fp.params.iloc[-1]
+
 def test_report_learner_cnn(dls):
     from fastai.learner import Learner
     learn = Learner(dls, cnn1d(16), loss_func=nn.CrossEntropyLoss())
