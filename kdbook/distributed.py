@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/distributed.html.md"""
 
 # %% ../nbs/09_distributed.ipynb #6a4d49f2
 from __future__ import annotations
-import contextlib, json, os, re, signal, socket, subprocess, sys, time
+import contextlib, json, os, re, signal, socket, subprocess, sys, time, warnings
 from pathlib import Path
 import torch, torch.distributed as dist
 from torch import nn
@@ -46,19 +46,25 @@ def _child_error(err, n=40):
     if tb and tb[-1] > 0: lines = lines[:tb[-1]]
     return '\n'.join([l for l in lines if not re.match(r'[WEI]\d{4} ', l)][-n:])
 
+def _native_abort(err):
+    "Did a rank die of SIGABRT (a native abort, no Python error)? torchrun's failure report says `exitcode: -6`"
+    return re.search(r'exitcode\s*:\s*-6\b', err) is not None
+
 def launch_local(
     target:str,       # A script (`path.py`) or a module name run with `-m`, e.g. 'kdbook.distributed'
     args=(),          # Command-line arguments of `target`
     nproc:int=2,      # Number of processes (ranks)
     threads:int=1,    # `OMP_NUM_THREADS` of every rank: keep nproc * threads <= the cores
     timeout:float=900,# Seconds before the whole run is killed
+    retry_abort:bool=True, # Run once more (with a warning) if a rank dies of SIGABRT; `target` must be safe to run twice
 ) -> subprocess.CompletedProcess:
     "Run `target` on `nproc` local processes with `python -m torch.distributed.run` (rendezvous on 127.0.0.1); raise with the ranks' errors if one fails"
     if not isinstance(nproc, int) or nproc < 1: raise ValueError(f"launch_local: nproc must be an integer >= 1, got {nproc!r}")
     target = str(target)
     run = ['-m', target] if not target.endswith('.py') else [target]
     env = {'PYTHONFAULTHANDLER': '1', **os.environ, 'OMP_NUM_THREADS': str(threads)} # a native crash prints the Python stack
-    for attempt in range(2): # a free port can be taken between `free_port` and the rendezvous: try another once
+    retried = set() # each cause of a rerun at most once
+    while True:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', str(nproc),
                '--master_addr', '127.0.0.1', '--master_port', str(free_port()), *run, *map(str, args)]
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -68,7 +74,13 @@ def launch_local(
             p.communicate()
             raise
         if p.returncode == 0: return subprocess.CompletedProcess(cmd, 0, out, err)
-        if 'address already in use' not in err.lower(): break
+        # a free port can be taken between `free_port` and the rendezvous; and gloo ranks on CPU sometimes die of a native
+        # abort ("terminate called without an active exception") while the process exits, after their work is done
+        why = 'port' if 'address already in use' in err.lower() else 'abort' if retry_abort and _native_abort(err) else None
+        if why is None or why in retried: break
+        retried.add(why)
+        if why == 'abort': warnings.warn(f"launch_local: a rank of {target} died of a native abort (SIGABRT); running it "
+                                         f"once more. Its last lines:\n{_child_error(err, 8)}")
     e = RuntimeError(f"launch_local: {target} failed on {nproc} processes (exit code {p.returncode}):\n{_child_error(err)}")
     e.stdout,e.stderr = out,err # all of it, for a closer look
     raise e
