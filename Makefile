@@ -4,19 +4,23 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch is installed when the venv has no torch yet. On a GPU machine, install your own CUDA
-# build into $(VENV) first: an existing torch is kept as it is.
-TORCH ?= torch==2.13.0
+# When the venv has no torch yet, torch 2.14.1 and torchvision 0.29.1 from PyPI are installed as a pair: they run on
+# a CPU as on a GPU. On a GPU machine, install your own CUDA build of torch (2.9 to 2.14) into $(VENV) first: it is
+# kept, and the torchvision release built for it (0.24 to 0.29) is added unless a working one is already there.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.kdbook-installed
 
-.PHONY: install demo test test-slow export docs apt-pandoc lab clean
+.PHONY: install demo test test-slow export docs lab clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	@# The torch in the venv is pinned while the rest resolves, so that no dependency (fastai asks for torchvision)
-	@# swaps it for another build, e.g. a newer CUDA one.
-	$(PY) -m pip install --quiet -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	@# A torchvision that does not match torch fails at import ('operator torchvision::nms does not exist'), and with
+	@# it `fastai.vision.all`: keep a torchvision whose ops load, else install the release made for this torch.
+	@$(PY) -c "import torchvision.ops" 2>/dev/null || $(PY) -m pip install --quiet \
+	  "$$($(PY) tools/torch_pair.py torchvision)" "$$($(PY) tools/torch_pair.py torch)"
+	@# torch and torchvision stay pinned while the rest resolves, so that no dependency swaps them for other builds.
+	$(PY) -m pip install --quiet -e ".[dev]" "$$($(PY) tools/torch_pair.py torch)" "$$($(PY) tools/torch_pair.py installed-torchvision)"
 	@touch $@
 
 install: $(STAMP)
@@ -32,7 +36,7 @@ export: $(STAMP)
 # One torch thread per notebook worker: nbdev runs the notebooks in parallel, one per core.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev-test --n-workers 2
-	@$(PY) -m pytest tests; rc=$$?; \
+	@$(PY) -m pytest -rs tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: that is a failure, not a pass" >&2; exit 1; fi; exit $$rc
 
 # The same, with the long `slow` cells of the notebooks and the slow pytest tests.
@@ -40,18 +44,14 @@ test-slow: $(STAMP)
 	$(VENV)/bin/nbdev-test --flags slow --n-workers 1
 	KDBOOK_SLOW=1 $(PY) -m pytest tests
 
-# The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else pandoc (apt-get install pandoc).
+# The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else pandoc, whose binary the dev
+# extras install from PyPI (pypandoc-binary): nothing to install by hand.
 docs: $(STAMP)
-	@command -v quarto >/dev/null || command -v pandoc >/dev/null || $(MAKE) --no-print-directory apt-pandoc
 	$(PY) tools/build_docs.py
-
-apt-pandoc:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq pandoc; \
-	 else echo "make docs needs Quarto or pandoc: install one (e.g. sudo apt-get install pandoc)" >&2; exit 1; fi
 
 # Open the notebooks (the book's source) in JupyterLab.
 lab: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,lab]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
+	$(PY) -m pip install --quiet -e ".[dev,lab]" "$$($(PY) tools/torch_pair.py torch)" "$$($(PY) tools/torch_pair.py installed-torchvision)"
 	$(VENV)/bin/jupyter lab nbs/
 
 clean:
