@@ -269,6 +269,15 @@ def _process_worker(args):
                 md=md, seconds=round(time.time()-t0, 1))
 
 # ---------------------------------------------------------------- pandoc renderer
+def find_pandoc() -> str|None:
+    "Path of a pandoc binary: the one on PATH, else the one PyPI's `pypandoc-binary` (a dev extra) ships, else None"
+    if p := shutil.which('pandoc'): return p
+    try: import pypandoc
+    except ImportError: return None
+    try: p = pypandoc.get_pandoc_path()
+    except OSError: return None
+    return p if p and Path(p).exists() else None
+
 def _relroot(href:str) -> str: return '../' * (len(Path(href).parts) - 1)
 
 def _nav_html(cfg, pages:dict, cur:str) -> str:
@@ -323,11 +332,12 @@ class _TextParser(HTMLParser):
         self.text.append(d)
         if self._h: self._h[2].append(d)
 
-def render_pandoc(cfg, results:list, site:Path, pandoc:str='pandoc'):
+def render_pandoc(cfg, results:list, site:Path, pandoc:str=None):
     "Render processed pages `results` into `site` with pandoc, the sidebar of `cfg`, and a search index"
     web = cfg.get('website') or {}
     title, site_url = str(web.get('title', 'kdbook')), str(web.get('site-url', ''))
     pages = {r['rel']: r for r in results}
+    pandoc = pandoc or find_pandoc()
     (site/'site_libs').mkdir(parents=True, exist_ok=True)
     for f in ('kdbook.css', 'search.js'): shutil.copy2(ASSETS/f, site/'site_libs'/f)
     index = []
@@ -438,8 +448,9 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
     cfg['_root'] = str(root)
     rels = check_sidebar(root, cfg)
     if renderer == 'auto': renderer = 'quarto' if shutil.which('quarto') else 'pandoc'
-    if renderer == 'pandoc' and not shutil.which('pandoc'):
-        raise DocsBuildError("pandoc is not installed: `apt-get install -y pandoc` (or install Quarto for nbdev's renderer).")
+    if renderer == 'pandoc' and not find_pandoc():
+        raise DocsBuildError("pandoc is not installed: `pip install -e '.[dev]'` brings it (PyPI's pypandoc-binary), "
+                             "or install Quarto for nbdev's renderer.")
     if renderer == 'quarto' and not shutil.which('quarto'): raise DocsBuildError("quarto is not on PATH.")
     if timeout is None:
         try: from nbdev.config import get_config; timeout = int(get_config().get('cell_timeout', 900))
