@@ -54,9 +54,10 @@ def _no_autocast(x):
     return torch.autocast(x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type) else nullcontext()
 
 # %% ../nbs/00_losses.ipynb #20745992
-def _standardize(z, eps=1e-6):
-    "Z-score each row of `z` (last dim): mean 0, std 1; `eps` keeps constant rows finite"
-    return (z - z.mean(-1, keepdim=True)) / (z.var(-1, correction=0, keepdim=True) + eps).sqrt()
+def _standardize(z, eps=1e-7):
+    "Z-score each row of `z` (last dim) as Sun et al.'s code does: `(z - mean) / (eps + std)`, unbiased std"
+    std = z.var(-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny).sqrt() # = z.std(-1), finite grads at var 0
+    return (z - z.mean(-1, keepdim=True)) / (eps + std)
 
 def kd_loss(s:Tensor, # Student logits, (batch_size, n_classes)
             t:Tensor, # Teacher logits, same shape
