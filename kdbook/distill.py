@@ -121,7 +121,9 @@ def loss_terms(loss_func, # A loss, or a list of losses or of `(loss, weight)` p
         if not isinstance(w, (int, float)) or not w >= 0: raise ValueError(f"loss_func: the weight of {_fname(f)} must be a number >= 0, got {w!r}")
         try: ps = inspect.signature(f).parameters
         except (TypeError, ValueError): ps = {}
-        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in ps, target='target' in ps))
+        bound = f.keywords if isinstance(f, partial) else {} # a partial's own keywords are the user's choice: keep them
+        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in ps and 'T' not in bound,
+                        target='target' in ps and 'target' not in bound))
     names = [r['name'] for r in res]
     for i,r in enumerate(res):
         if names.count(r['name']) > 1: r['name'] = f"{r['name']}{i}"
@@ -337,9 +339,9 @@ def snapshot(model:nn.Module, # Any module
 def same_weights(model:nn.Module, # Any module
                  snap:dict,       # A `snapshot` taken earlier
                 ) -> bool:
-    "True if every tensor of `model` is bitwise equal to the `snapshot`"
+    "True if every tensor of `model` is bitwise equal to the `snapshot`, wherever the model has moved since"
     sd = model.state_dict()
-    return sd.keys() == snap.keys() and all(torch.equal(sd[k], v) for k,v in snap.items())
+    return sd.keys() == snap.keys() and all(torch.equal(sd[k].detach().to(v.device), v) for k,v in snap.items())
 
 # %% ../nbs/05_distill.ipynb #0aa1bfb3
 def get_module(model:nn.Module, # The model to search
@@ -564,8 +566,9 @@ class InputNoise(Callback):
 
 # %% ../nbs/05_distill.ipynb #a1fb8b71
 def _data_crc(ds, n=16):
-    "Checksum of the inputs of the first `n` items of `ds`"
-    return _tensor_crc(torch.as_tensor(ds[i][0]) for i in range(min(n, len(ds))))
+    "Checksum of the inputs of the first `n` items of `ds`: tensors, arrays or images (fastai vision's PIL items)"
+    as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.asarray(o))
+    return _tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
 
 def _random_tfms(dl):
     "Training-only (random) transforms of a fastai loader"
