@@ -51,10 +51,14 @@ class MinimalKD(Callback):
 
 def main(rounds=15, bs=128, threads=None, clock='wall'):
     if threads: torch.set_num_threads(threads)
-    now = time.process_time if clock == 'cpu' else time.perf_counter
     dls = mnist1d_dls(bs=bs, num_workers=0)  # worker processes add noise larger than the effect measured
+    dev = dls.device  # fastai's default device: every model below lives there, as the Learners' do
+    clock_ = time.process_time if clock == 'cpu' else time.perf_counter
+    def now():  # CUDA runs asynchronously: wait for the queued kernels before reading the clock
+        if dev.type == 'cuda': torch.cuda.synchronize(dev)
+        return clock_()
     torch.manual_seed(0)
-    teacher = cnn1d(64)
+    teacher = cnn1d(64).to(dev)
     cache = SoftTargetCache.build(teacher, dls.train)
     mk = lambda cbs=None: Learner(dls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=cbs)
     minimal = copy.deepcopy(teacher).eval().requires_grad_(False)
@@ -64,7 +68,7 @@ def main(rounds=15, bs=128, threads=None, clock='wall'):
     def _post(m, a, o): inloop[0] += now() - inloop[1]
     hooks = [teacher.register_forward_pre_hook(_pre), teacher.register_forward_hook(_post)]
     batches = [b[0] for b in dls.train]  # the teacher alone, on the batches of one epoch
-    t = Teacher(copy.deepcopy(teacher)).prepare()  # a copy: the hooks above time only the online epochs
+    t = Teacher(copy.deepcopy(teacher)).prepare(dev)  # a copy: the hooks above time only the online epochs
 
     def epoch(learn):
         with learn.no_bar(), learn.no_logging():
@@ -77,7 +81,7 @@ def main(rounds=15, bs=128, threads=None, clock='wall'):
 
     xy = [(x, y) for x, y in dls.train]
     def raw_epoch(kd):  # hand-written loop: the floor for any online KD
-        torch.manual_seed(1); m = cnn1d(16); opt = torch.optim.Adam(m.parameters(), 1e-3)
+        torch.manual_seed(1); m = cnn1d(16).to(dev); opt = torch.optim.Adam(m.parameters(), 1e-3)
         t0 = now()
         for x, y in xy:
             p = m(x); loss = F.cross_entropy(p, y)
@@ -104,7 +108,7 @@ def main(rounds=15, bs=128, threads=None, clock='wall'):
     r_cache = per_round(lambda *v: v[ks.index('cache')] / v[ks.index('plain')])
     r_online = per_round(lambda *v: v[ks.index('online')] / (v[ks.index('plain')] + v[ks.index('teacher')]))
     r_inloop = per_round(lambda *v: v[ks.index('online')] / (v[ks.index('plain')] + v[ks.index('in-loop')]))
-    print(f"torch threads {torch.get_num_threads()}, {clock} clock, {rounds} rounds, bs {bs}, {len(dls.train)} training batches/epoch")
+    print(f"device {dev}, torch threads {torch.get_num_threads()}, {clock} clock, {rounds} rounds, bs {bs}, {len(dls.train)} training batches/epoch")
     for k, v in med.items(): print(f"  median {k:8s} {v*1000:8.1f} ms   (min {min(times[k])*1000:.1f}, max {max(times[k])*1000:.1f})")
     print(f"cache KD epoch / plain epoch                   = {r_cache:.3f}  (target <= 1.10)")
     print(f"online KD epoch / (plain epoch + teacher fwd)  = {r_online:.3f}  (target <= 1.05)")

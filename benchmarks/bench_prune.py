@@ -96,8 +96,9 @@ def unstructured(args):
         l2.fit(1, 1e-3)
         ok_load = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l2.model).items())
         bake_masks(l2); l2.export(Path(d)/'p.pkl'); l3 = quiet(load_learner(Path(d)/'p.pkl'))
-        ok_export = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l3.model).items())
-        acc_export = l3.validate(dl=mnist1d_dls().valid)[1]
+        # load_learner puts the model on the CPU (its default, cpu=True): compare and validate there
+        ok_export = all(torch.equal(m.weight == 0, zeros[n].cpu()) for n, m in prunable_layers(l3.model).items())
+        acc_export = l3.validate(dl=mnist1d_dls(device='cpu').valid)[1]
     print(f"[unstructured] zeros exact after 2 more epochs: {ok_train}, after save/load + 1 epoch: {ok_load}, "
           f"after export/load_learner: {ok_export} (acc {acc_export:.4f})")
     return learn
@@ -128,8 +129,10 @@ def structured(args):
     kd, how = _kd(dense.model, args.alpha) if args.kd else (None, 'plain retraining')
     learn.fit_one_cycle(args.epochs, 1e-2, wd=1e-2, cbs=kd)
     acc_pruned = learn.validate()[1]
+    # CPU inference (the deployment this part measures), whatever device trained them: copies moved to the CPU
     x = torch.randn(256, 1, 40)
-    a, b, c = dense.model.eval(), learn.model.eval(), cnn1d(32).eval()   # c: the hand-built half-width twin
+    cpu = lambda m: copy.deepcopy(m).cpu().eval()
+    a, b, c = cpu(dense.model), cpu(learn.model), cnn1d(32).eval()   # c: the hand-built half-width twin
     for _ in range(10): _median_time(a, x, 1); _median_time(b, x, 1); _median_time(c, x, 1)  # warm-up
     ta, tb, tc = [], [], []
     for _ in range(args.runs): ta.append(_median_time(a, x, 1)); tb.append(_median_time(b, x, 1)); tc.append(_median_time(c, x, 1))
@@ -144,14 +147,20 @@ def structured(args):
           f"between ~2x and ~9x, and for the measurement with page faults and load taken out)")
 
 
+def _now(dev):
+    "time.perf_counter once the kernels queued on `dev` have run (CUDA runs asynchronously; the CPU needs no wait)"
+    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+    return time.perf_counter()
+
+
 class BatchTimer(Callback):
     "Time of each training batch, from the first before_batch to the first after_batch callback"
     order = -100
     def __init__(self): self.times = []
     def before_batch(self):
-        if self.training: self._t = time.perf_counter()
+        if self.training: self._t = _now(self.dls.device)
     def after_batch(self):
-        if self.training: self.times.append(time.perf_counter() - self._t)
+        if self.training: self.times.append(_now(self.dls.device) - self._t)
 
 
 def step_overhead(n=400):
@@ -161,14 +170,15 @@ def step_overhead(n=400):
     cb, model, opt = learn.prune, learn.model, learn.opt
     xb, yb = learn.dls.one_batch()
     model.train()
+    dev = learn.dls.device
     def step(masked):
-        t = time.perf_counter()
+        t = _now(dev)
         learn.loss_func(model(xb), yb).backward()
         if masked: cb.before_step()
         opt.step()
         if masked: cb.after_step()
         opt.zero_grad()
-        return time.perf_counter() - t
+        return _now(dev) - t
     for _ in range(20): step(False); step(True)
     td, tm = zip(*[(step(False), step(True)) for _ in range(n)])
     md, mm = statistics.median(td), statistics.median(tm)
