@@ -567,7 +567,7 @@ class InputNoise(Callback):
 # %% ../nbs/05_distill.ipynb #a1fb8b71
 def _data_crc(ds, n=16):
     "Checksum of the inputs of the first `n` items of `ds`: tensors, arrays or images (fastai vision's PIL items)"
-    as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.asarray(o))
+    as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.array(o)) # a copy: a PIL image's array is read-only
     return _tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
 
 def _random_tfms(dl):
