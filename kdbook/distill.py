@@ -14,14 +14,14 @@ from torch import nn, Tensor
 from fastcore.basics import store_attr, GetAttr
 from fastai.torch_core import default_device, find_bs
 from fastai.learner import Learner, Metric, ValueMetric
-from fastai.callback.core import (Callback, CancelBatchException, CancelTrainException, CancelValidException,
-                                 CancelEpochException, CancelFitException)
+from fastai.callback.core import Callback, CancelBatchException, CancelFitException
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
 from .losses import kd_loss, fitnet_loss
+from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
 __all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'same_weights', 'get_module', 'FeatureKDCallback',
@@ -144,37 +144,6 @@ def _check_not_shared(teacher, model):
 
 def _is_mix_loss(lf): return isinstance(getattr(lf, '__self__', None), MixHandler)
 
-_fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidException, CancelEpochException, CancelFitException)
-
-class _CleanupOnError:
-    "Stands in for `learn._with_events` during a fit: runs the registered cleanups when an error escapes an event"
-    def __init__(self, learn): self.learn,self.fs,self._own,self._orig = learn,[],learn.__dict__.get('_with_events'),learn._with_events
-    def __call__(self, *args, **kwargs):
-        try: return self._orig(*args, **kwargs)
-        except _fastai_cancels: raise # fastai handles these itself and runs `after_cancel_*` and `after_fit`
-        except BaseException:         # an error or Ctrl-C: fastai runs no `after_fit`
-            for f in list(self.fs):
-                try: f()
-                except Exception: pass # the original error is the one to report
-            raise
-    def remove(self):
-        if self.learn.__dict__.get('_with_events') is not self: return
-        if self._own is None: del self.learn.__dict__['_with_events']
-        else: self.learn.__dict__['_with_events'] = self._own
-
-def _on_error(learn, f):
-    "Run `f` if an error other than fastai's cancellations escapes the current fit (or `validate`, `get_preds`) of `learn`"
-    g = learn.__dict__.get('_with_events')
-    if not isinstance(g, _CleanupOnError): g = learn.__dict__['_with_events'] = _CleanupOnError(learn)
-    if f not in g.fs: g.fs.append(f)
-
-def _off_error(learn, f):
-    "Undo `_on_error(learn, f)`; the last one gives `learn` its own `_with_events` back"
-    g = getattr(learn, '__dict__', {}).get('_with_events')
-    if not isinstance(g, _CleanupOnError): return
-    g.fs = [o for o in g.fs if o != f]
-    if not g.fs: g.remove()
-
 class KDCallback(Callback):
     "Knowledge distillation: train on `(1-alpha)*task_loss + alpha*sum(w*loss(student, teacher))`"
     order,run_valid = MixHandler.order+1,False
@@ -219,7 +188,7 @@ class KDCallback(Callback):
         self._cols = ['task_loss'] + [r['name'] for r in self.loss_terms]
         self._mets = [ValueMetric(partial(self._avg, k), k) for k in self._cols]
         self.learn.metrics = list(self.learn.metrics) + self._mets
-        _on_error(self.learn, self.after_fit)
+        on_fit_error(self.learn, self.after_fit)
 
     def _avg(self, k):
         "Epoch average of loss column `k`, weighted by the samples each batch counted (None if none did)"
@@ -247,7 +216,7 @@ class KDCallback(Callback):
             try: self._check_training()
             except Exception: self.after_fit(); raise # fastai runs no after_fit after an error: clean up here
         self._log = []
-        if self.cache is not None: self._rec = _record_idxs(self.learn.dl)
+        if self.cache is not None: self._rec = IdxRecorder(self.learn.dl)
 
     def after_train(self):
         if self.cache is not None and getattr(self, '_rec', None): self._rec.restore(); self._rec = None
@@ -312,23 +281,8 @@ class KDCallback(Callback):
         self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in (getattr(self, '_mets', None) or []))]
         self._mets = []
         if self.teacher is not None: self.teacher.release()
-        _off_error(self.learn, self.after_fit)
+        off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
-
-# %% ../nbs/05_distill.ipynb #d7c1bab7
-class _record_idxs:
-    "Wrap `dl.get_idxs` so the permutation of the next epoch is kept in `self.idxs`; `restore()` unwraps"
-    def __init__(self, dl):
-        self.dl,self.idxs = dl,None
-        self._had = 'get_idxs' in dl.__dict__
-        self._orig = dl.get_idxs
-        dl.get_idxs = self
-    def __call__(self):
-        self.idxs = list(self._orig())
-        return self.idxs
-    def restore(self):
-        if self._had: self.dl.get_idxs = self._orig
-        elif self.dl.__dict__.get('get_idxs') is self: del self.dl.get_idxs
 
 # %% ../nbs/05_distill.ipynb #769b623a
 def snapshot(model:nn.Module, # Any module
@@ -419,7 +373,7 @@ class FeatureKDCallback(Callback):
         self._sums,self._n,self._in_opt = 0.,0,[]
         self._met = ValueMetric(self._avg, 'feat_loss')
         self.learn.metrics = list(self.learn.metrics) + [self._met]
-        _on_error(self.learn, self.after_fit)
+        on_fit_error(self.learn, self.after_fit)
         if self.teacher is None: return # after load_learner: only `validate`/`predict` work; `before_train` raises
         for cb in self.learn.cbs:
             if isinstance(cb, KDCallback) and cb.teacher is not None and cb.teacher.models == self.teacher.models: self.teacher = cb.teacher
@@ -491,7 +445,7 @@ class FeatureKDCallback(Callback):
         self._in_opt = []
         self.learn.metrics = [m for m in self.learn.metrics if m is not getattr(self, '_met', None)]
         if self.teacher is not None: self.teacher.release()
-        _off_error(self.learn, self.after_fit)
+        off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
 
 # %% ../nbs/05_distill.ipynb #7199e4a6

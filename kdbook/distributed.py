@@ -21,6 +21,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import fit_one_cycle
 from fastai.distributed import DistributedDL, DistributedTrainer, teardown_distrib
+from .compat import AnyDeviceDistributedDL
 from .data import mnist1d_dls
 from .models import cnn1d
 from .distill import Teacher, KDCallback, SoftTargetCache, _model_device, _tensor_crc
@@ -28,8 +29,8 @@ from .prune import PruneCallback
 from .report import dl_accuracy
 
 # %% auto #0
-__all__ = ['free_port', 'launch_local', 'setup_process_group', 'gather_object', 'AnyDeviceDistributedDL',
-           'AnyDeviceDistributedTrainer', 'PruneMaskSync', 'distrib_ctx', 'kd_prune_job']
+__all__ = ['free_port', 'launch_local', 'setup_process_group', 'gather_object', 'AnyDeviceDistributedTrainer', 'PruneMaskSync',
+           'distrib_ctx', 'kd_prune_job']
 
 # %% ../nbs/09_distributed.ipynb #7e21f789
 def free_port(host:str='127.0.0.1', # Interface to bind to
@@ -109,14 +110,6 @@ def gather_object(obj) -> list: # Any picklable object
     res = [None] * dist.get_world_size()
     dist.all_gather_object(res, obj)
     return res
-
-# %% ../nbs/09_distributed.ipynb #c1515673
-class AnyDeviceDistributedDL(DistributedDL):
-    "fastai's `DistributedDL` whose index broadcast runs on the loader's device (the CPU with gloo), not always on CUDA"
-    def _broadcast(self, t, rank):
-        t = torch.tensor(t, dtype=torch.long, device=self.device)
-        dist.broadcast(t, rank)
-        return t.cpu().tolist()
 
 # %% ../nbs/09_distributed.ipynb #e9b5d2f0
 def _to_sync_bn(model):

@@ -13,8 +13,9 @@ import torch
 import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from fastai.callback.core import Callback
-from fastai.callback.schedule import _Annealer, SchedLin, SchedCos, SchedExp, SchedNo, SchedPoly, combine_scheds, combined_cos
+from fastai.callback.schedule import SchedLin, SchedCos, SchedExp, SchedNo, SchedPoly, combine_scheds, combined_cos
 from fastai.callback.tracker import SaveModelCallback
+from .compat import annealer
 
 # %% auto #0
 __all__ = ['sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup', 'SchedWarmup', 'SchedOneCycle', 'plot_scheds',
@@ -29,7 +30,7 @@ def SchedAgp(start:float, # Value at `pos=0` (initial sparsity $s_i$)
              end:float,   # Value at `pos=1` (final sparsity $s_f$)
             ):
     "Picklable AGP schedule function from `start` to `end`"
-    return _Annealer(sched_agp, start, end)
+    return annealer(sched_agp, start, end)
 
 # %% ../nbs/01_schedules.ipynb #867b56e5
 def sched_step(start, end, pos, n_steps=1):
@@ -44,7 +45,7 @@ def SchedStep(start:float,  # Value on the first piece
     "Picklable step schedule from `start` to `end` in `n_steps` jumps"
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"SchedStep: n_steps must be an int >= 1, got {n_steps!r}; pass the number of rounds.")
-    return _Annealer(partial(sched_step, n_steps=n_steps), start, end)
+    return annealer(partial(sched_step, n_steps=n_steps), start, end)
 
 # %% ../nbs/01_schedules.ipynb #26186272
 def sched_warmup(start, end, pos, pct_warm=0.1):
@@ -58,7 +59,7 @@ def SchedWarmup(start:float,         # Value at `pos=0`
     "Picklable linear warm-up then constant schedule (DKD)"
     if not 0 < pct_warm <= 1:
         raise ValueError(f"SchedWarmup: pct_warm must be in (0, 1], got {pct_warm!r}.")
-    return _Annealer(partial(sched_warmup, pct_warm=pct_warm), start, end)
+    return annealer(partial(sched_warmup, pct_warm=pct_warm), start, end)
 
 # %% ../nbs/01_schedules.ipynb #385bcd54
 class SchedOneCycle:

@@ -371,13 +371,13 @@ def render_pandoc(cfg, results:list, site:Path, pandoc:str=None):
 def render_quarto_site(root:Path, stage:Path, site:Path):
     "Render the processed notebooks with Quarto as `nbdev-docs` does (`_quarto.yml` staged beside them)"
     from nbdev.quarto_render import render_quarto
-    from nbdev.quarto import _fix_quarto_nav
+    from kdbook.compat import fix_quarto_nav # nbdev's private nav fix lives in kdbook's one compat module
     proc = stage/'proc'
     shutil.copy2(Path(root)/'_quarto.yml', proc/'_quarto.yml')
     for f in ('styles.css', '_brand.yml'):
         if (Path(root)/'nbs'/f).exists(): shutil.copy2(Path(root)/'nbs'/f, proc/f)
     render_quarto(proc, site)
-    _fix_quarto_nav(site)
+    fix_quarto_nav(site)
 
 # ---------------------------------------------------------------- API coverage check
 def public_names(package:str='kdbook') -> dict:
