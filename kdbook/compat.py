@@ -1,4 +1,4 @@
-"""The one place where kdbook touches private APIs of fastai and nbdev, each named, explained, and checked for shape.
+"""The one place where kdbook touches private APIs of fastai and nbdev: each named, explained and checked.
 
 Docs: https://kdbook.github.io/kdbook/compat.html.md"""
 
@@ -29,7 +29,8 @@ def check_shape(f, # The private function or method kdbook relies on
     got = list(inspect.signature(f).parameters)
     if got != list(params):
         raise RuntimeError(f"{where} changed shape: kdbook expects parameters {list(params)}, this version has {got}. "
-                           f"kdbook.compat must be updated for it (or install the fastai/nbdev versions in pyproject.toml)")
+                           f"kdbook.compat must be updated for it (or install the fastai/nbdev versions of "
+                           f"pyproject.toml)")
 
 # %% ../nbs/00_compat.ipynb #4bbda766
 def annealer(f, # A schedule function `f(start, end, pos)`, pos in [0, 1]
@@ -40,11 +41,14 @@ def annealer(f, # A schedule function `f(start, end, pos)`, pos in [0, 1]
     return _Annealer(f, start, end)
 
 # %% ../nbs/00_compat.ipynb #36991f2f
-_fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidException, CancelEpochException, CancelFitException)
+_fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidException, CancelEpochException,
+                   CancelFitException)
 
 class FitErrorGuard:
     "Stands in for `learn._with_events` during a fit: runs the registered cleanups when an error escapes an event"
-    def __init__(self, learn): self.learn,self.fs,self._own,self._orig = learn,[],learn.__dict__.get('_with_events'),learn._with_events
+    def __init__(self, learn):
+        self.learn,self.fs = learn,[]
+        self._own,self._orig = learn.__dict__.get('_with_events'),learn._with_events
     def __call__(self, *args, **kwargs):
         try: return self._orig(*args, **kwargs)
         except _fastai_cancels: raise # fastai handles these itself and runs `after_cancel_*` and `after_fit`
@@ -65,7 +69,7 @@ class FitErrorGuard:
 def on_fit_error(learn:Learner, # The Learner whose fit (or `validate`, `get_preds`) is guarded
                  f, # A cleanup taking no argument, e.g. a callback's `after_fit`
                 ):
-    "Run `f` if an error other than fastai's cancellations escapes the current fit (or `validate`, `get_preds`) of `learn`"
+    "Run `f` if an error other than fastai's cancellations escapes the current fit (or validate, get_preds) of `learn`"
     g = learn.__dict__.get('_with_events')
     if not isinstance(g, FitErrorGuard): g = learn.__dict__['_with_events'] = FitErrorGuard(learn)
     if f not in g.fs: g.fs.append(f)

@@ -1,4 +1,4 @@
-"""AdaGrad as a fastai `Optimizer` built from steppers, fastai's SGD, RMSProp and Adam checked against `torch.optim`, L2 and L1 regularization, and batch size as the switch between gradient descent and SGD.
+"""The optimizers the subject teaches as fastai `Optimizer`s checked against `torch.optim`, with L2 and L1 penalties.
 
 Docs: https://kdbook.github.io/kdbook/optim.html.md"""
 
@@ -6,11 +6,10 @@ Docs: https://kdbook.github.io/kdbook/optim.html.md"""
 
 # %% ../nbs/04_optim.ipynb #ec5761ae
 from __future__ import annotations
-from functools import partial
 import torch
 from torch import nn
 from fastcore.basics import store_attr
-from fastai.optimizer import Optimizer, step_stat, weight_decay, l2_reg, SGD, RMSProp, Adam
+from fastai.optimizer import Optimizer, step_stat, weight_decay, l2_reg
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 
@@ -88,9 +87,11 @@ def l1_params(model:nn.Module, # The model
     names, res = dict(model.named_modules()), []
     for m in modules:
         if isinstance(m, str):
-            if m not in names: raise ValueError(f"no module named {m!r} in the model; it has: {', '.join(n for n in names if n)}.")
+            if m not in names:
+                raise ValueError(f"no module named {m!r} in the model; it has: {', '.join(n for n in names if n)}.")
             m = names[m]
-        if not isinstance(getattr(m, 'weight', None), torch.Tensor): raise ValueError(f"module {m!r} has no `weight` to regularize.")
+        if not isinstance(getattr(m, 'weight', None), torch.Tensor):
+            raise ValueError(f"module {m!r} has no `weight` to regularize.")
         res.append(m.weight)
     return res
 

@@ -1,4 +1,4 @@
-"""Move any knob of training (a KD weight, a temperature, a target sparsity) along a schedule, by batch, the way fastai moves learning rates.
+"""Move any knob of training (a KD weight, a temperature, a target sparsity) along a schedule, as fastai moves the lr.
 
 Docs: https://kdbook.github.io/kdbook/schedules.html.md"""
 
@@ -13,7 +13,6 @@ import torch
 import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from fastai.callback.core import Callback
-from fastai.callback.schedule import SchedLin, SchedCos, SchedExp, SchedNo, SchedPoly, combine_scheds, combined_cos
 from fastai.callback.tracker import SaveModelCallback
 from .compat import annealer
 
@@ -101,7 +100,8 @@ def _find_target(learn, key):
         have = ', '.join(f'{cb.name} ({type(cb).__name__})' for cb in learn.cbs)
         raise ValueError(f"AttrScheduler: no callback named {cb_name!r} (from key {key!r}) on the Learner; "
                          f"its callbacks are: {have}. Add the callback to the Learner or to `fit(cbs=...)`.")
-    if len(cbs) > 1: raise ValueError(f"AttrScheduler: {len(cbs)} callbacks match {cb_name!r}; give them distinct classes.")
+    if len(cbs) > 1:
+        raise ValueError(f"AttrScheduler: {len(cbs)} callbacks match {cb_name!r}; give them distinct classes.")
     cb = cbs[0]
     if attr not in vars(cb) and not hasattr(type(cb), attr):
         public = sorted(k for k in vars(cb) if not k.startswith('_') and k not in ('learn', 'run'))
@@ -118,7 +118,8 @@ class AttrScheduler(Callback):
         for k, f in scheds.items():
             if not isinstance(k, str) or '.' not in k:
                 raise ValueError(f"AttrScheduler: key {k!r} must be 'callback.attribute', e.g. 'kd.alpha'.")
-            if not callable(f): raise ValueError(f"AttrScheduler: the schedule for {k!r} is not callable; use e.g. SchedLin(0, 1).")
+            if not callable(f):
+                raise ValueError(f"AttrScheduler: the schedule for {k!r} is not callable; use e.g. SchedLin(0, 1).")
         self.scheds,self.hps,self.pcts,self._resume = dict(scheds),{k: [] for k in scheds},[],False
 
     def before_fit(self):
@@ -145,13 +146,15 @@ class AttrScheduler(Callback):
     def after_epoch(self):
         "Save the state next to the checkpoint a `SaveModelCallback` wrote this epoch"
         for cb in self.learn.cbs.filter(lambda o: isinstance(o, SaveModelCallback)):
-            saved = (cb.every_epoch and self.epoch % cb.every_epoch == 0) or (not cb.every_epoch and getattr(cb, 'new_best', False))
+            saved = ((cb.every_epoch and self.epoch % cb.every_epoch == 0)
+                     or (not cb.every_epoch and getattr(cb, 'new_best', False)))
             if saved and cb.last_saved_path is not None: torch.save(self.state_dict(), _state_path(cb.last_saved_path))
 
     def after_fit(self):
         "Save the state next to a `SaveModelCallback(at_end=True)` checkpoint"
         for cb in self.learn.cbs.filter(lambda o: isinstance(o, SaveModelCallback)):
-            if cb.at_end and cb.last_saved_path is not None: torch.save(self.state_dict(), _state_path(cb.last_saved_path))
+            if cb.at_end and cb.last_saved_path is not None:
+                torch.save(self.state_dict(), _state_path(cb.last_saved_path))
 
     def state_dict(self):
         "The recorded history: scheduled values and progress of every batch so far"
@@ -160,7 +163,8 @@ class AttrScheduler(Callback):
     def load_state_dict(self, sd:dict): # A dict from `state_dict`
         "Restore the history; the next fit appends to it"
         if set(sd['hps']) != set(self.scheds):
-            raise ValueError(f"AttrScheduler: saved keys {sorted(sd['hps'])} differ from scheduled keys {sorted(self.scheds)}.")
+            raise ValueError(f"AttrScheduler: saved keys {sorted(sd['hps'])} differ from scheduled keys "
+                             f"{sorted(self.scheds)}.")
         self.hps,self.pcts,self._resume = {k: list(v) for k, v in sd['hps'].items()},list(sd['pcts']),True
 
     def load_state(self, learn, # The Learner whose `path/model_dir` holds the checkpoint
