@@ -14,7 +14,7 @@ from fastai.torch_core import get_model
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedNo
 from .schedules import SchedAgp, SchedStep
-from .report import _dense
+from .report import dequantized
 
 # %% auto #0
 __all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'SCHEDULES', 'IMPORTANCES', 'prunable_layers', 'compute_masks', 'PruneCallback',
@@ -296,7 +296,7 @@ def sparsity_report(
     model = getattr(model, 'model', model)
     rows = []
     for n, m in prunable_layers(model, layers).items():
-        w = _dense(m.weight.detach()) # int8 (torchao) weights dequantized: their zeros are the pruned ones
+        w = dequantized(m.weight.detach()) # int8 (torchao) weights dequantized: their zeros are the pruned ones
         rows.append(dict(layer=n, type=type(m).__name__, shape=tuple(w.shape), params=w.numel(), zeros=int((w == 0).sum())))
     rows.append(dict(layer='global', type='', shape=(), params=sum(r['params'] for r in rows), zeros=sum(r['zeros'] for r in rows)))
     df = pd.DataFrame(rows)
