@@ -217,8 +217,8 @@ class PruneMaskSync(Callback):
         for n in names:
             k = cb.masks[n].numel()
             ms[n] = ref[i:i+k].view(cb.masks[n].shape).bool(); i += k
-        cb._set_masks(ms)
-        for m in cb._layers.values(): dist.broadcast(m.weight.data, 0)
+        cb.set_masks(ms)
+        for m in cb.pruned_layers.values(): dist.broadcast(m.weight.data, 0)
         cb.apply_masks()
         self.n_resynced += 1
 
