@@ -3,7 +3,7 @@
 Run: `python benchmarks/ddp_kd_prune.py [--seeds 3] [--epochs 12] [--out benchmarks/ddp_kd_prune.json]`
 
 A `cnn1d(64)` teacher is trained once (12 epochs, lr 3e-2) on MNIST-1D (4,000 training, 4,000 validation signals) and
-saved; then, for every seed, `kdbook.distributed.kd_prune_job` distils and prunes (50%, AGP) a `cnn1d(32)` student with
+saved; then, for every seed, `kdbook.launch.kd_prune_job` distils and prunes (50%, AGP) a `cnn1d(32)` student with
 `launch_local`, alternating 2 processes x 64 samples and 1 process x 128 (the order flips every seed). Reported per run:
 the student's validation accuracy, its sparsity, the invariants (teacher fingerprint unchanged on every rank, masks
 and students equal across ranks), the fit time measured inside the ranks, and the launch's wall time (interpreter
@@ -19,7 +19,7 @@ from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle
 from kdbook.data import mnist1d_dls, mnist1d_arrays
 from kdbook.models import cnn1d
-from kdbook.distributed import launch_local
+from kdbook.launch import launch_local
 
 
 def main():
@@ -39,7 +39,7 @@ def main():
         order = [(2, 64), (1, 128)] if seed % 2 == 0 else [(1, 128), (2, 64)]
         for nproc, bs in order:
             start = time.time()
-            launch_local('kdbook.distributed', ['--teacher', tmp/'teacher.pth', '--out', tmp/'r.json', '--bs', bs, '--seed', seed,
+            launch_local('kdbook.launch', ['--teacher', tmp/'teacher.pth', '--out', tmp/'r.json', '--bs', bs, '--seed', seed,
                                                 '--epochs', a.epochs, '--n-valid', 4000], nproc=nproc)
             wall = time.time() - start
             res = json.loads((tmp/'r.json').read_text())

@@ -57,7 +57,7 @@ def run(a):
         "Global ranking of LAMP scores: w_u^2 / (sum of w_v^2 over the weights of the layer at least as large)"
         def scores(self):
             sc = {}
-            for n, m in self._layers.items():
+            for n, m in self.pruned_layers.items():
                 w2 = torch.where(self.masks[n], m.weight.detach().float()**2, torch.zeros_like(m.weight, dtype=torch.float))
                 f = w2.flatten(); o = torch.argsort(f)
                 tail = torch.flip(torch.cumsum(torch.flip(f[o], [0]), 0), [0])

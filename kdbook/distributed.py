@@ -1,4 +1,4 @@
-"""kdbook's callbacks under fastai's data-parallel training (PyTorch DDP through `accelerate`), on GPUs and on CPUs with gloo.
+"""kdbook's callbacks under fastai's data-parallel training (DDP through `accelerate`), on GPUs and on CPUs with gloo.
 
 Docs: https://kdbook.github.io/kdbook/distributed.html.md"""
 
@@ -6,91 +6,29 @@ Docs: https://kdbook.github.io/kdbook/distributed.html.md"""
 
 # %% ../nbs/09_distributed.ipynb #6a4d49f2
 from __future__ import annotations
-import contextlib, json, os, re, signal, socket, subprocess, sys, time, warnings
-from pathlib import Path
+import contextlib, os
 import torch, torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from fastcore.basics import noop
-from fastcore.script import call_parse
-from fastai.torch_core import default_device, num_distrib, rank_distrib, set_seed
+from fastai.torch_core import default_device, num_distrib, rank_distrib
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from fastai.callback.schedule import fit_one_cycle
 from fastai.distributed import DistributedDL, DistributedTrainer, teardown_distrib
 from .compat import AnyDeviceDistributedDL
-from .data import mnist1d_dls
-from .models import cnn1d
 from .distill import Teacher, KDCallback, SoftTargetCache, _model_device, _tensor_crc
 from .prune import PruneCallback
 from .report import dl_accuracy
 
 # %% auto #0
-__all__ = ['free_port', 'launch_local', 'setup_process_group', 'gather_object', 'AnyDeviceDistributedTrainer', 'PruneMaskSync',
-           'distrib_ctx', 'kd_prune_job']
-
-# %% ../nbs/09_distributed.ipynb #7e21f789
-def free_port(host:str='127.0.0.1', # Interface to bind to
-             ) -> int:
-    "A TCP port that is free on `host` right now"
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-def _child_error(err, n=40):
-    "The last `n` lines the ranks wrote to stderr, without torchrun's own log lines and final report"
-    lines = err.splitlines()
-    tb = [i for i, l in enumerate(lines) if l.startswith('Traceback')] # torchrun's traceback comes last
-    if tb and tb[-1] > 0: lines = lines[:tb[-1]]
-    return '\n'.join([l for l in lines if not re.match(r'[WEI]\d{4} ', l)][-n:])
-
-def _native_abort(err):
-    "Did a rank die of SIGABRT (a native abort, no Python error)? torchrun's failure report says `exitcode: -6`"
-    return re.search(r'exitcode\s*:\s*-6\b', err) is not None
-
-def launch_local(
-    target:str,       # A script (`path.py`) or a module name run with `-m`, e.g. 'kdbook.distributed'
-    args=(),          # Command-line arguments of `target`
-    nproc:int=2,      # Number of processes (ranks)
-    threads:int=1,    # `OMP_NUM_THREADS` of every rank: keep nproc * threads <= the cores
-    timeout:float=900,# Seconds before the whole run is killed
-    retry_abort:bool=True, # Run once more (with a warning) if a rank dies of SIGABRT; `target` must be safe to run twice
-) -> subprocess.CompletedProcess:
-    "Run `target` on `nproc` local processes with `python -m torch.distributed.run` (rendezvous on 127.0.0.1); raise with the ranks' errors if one fails"
-    if not isinstance(nproc, int) or nproc < 1: raise ValueError(f"launch_local: nproc must be an integer >= 1, got {nproc!r}")
-    target = str(target)
-    run = ['-m', target] if not target.endswith('.py') else [target]
-    env = {'PYTHONFAULTHANDLER': '1', **os.environ, 'OMP_NUM_THREADS': str(threads)} # a native crash prints the Python stack
-    retried = set() # each cause of a rerun at most once
-    while True:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', str(nproc),
-               '--master_addr', '127.0.0.1', '--master_port', str(free_port()), *run, *map(str, args)]
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try: out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL) # torchrun and its ranks
-            p.communicate()
-            raise
-        if p.returncode == 0: return subprocess.CompletedProcess(cmd, 0, out, err)
-        # a free port can be taken between `free_port` and the rendezvous; and gloo ranks on CPU sometimes die of a native
-        # abort ("terminate called without an active exception") while the process exits, after their work is done
-        why = 'port' if 'address already in use' in err.lower() else 'abort' if retry_abort and _native_abort(err) else None
-        if why is None or why in retried: break
-        retried.add(why)
-        if why == 'abort': warnings.warn(f"launch_local: a rank of {target} died of a native abort (SIGABRT); running it "
-                                         f"once more. Its last lines:\n{_child_error(err, 8)}")
-    e = RuntimeError(f"launch_local: {target} failed on {nproc} processes (exit code {p.returncode}):\n{_child_error(err)}")
-    e.stdout,e.stderr = out,err # all of it, for a closer look
-    raise e
+__all__ = ['setup_process_group', 'gather_object', 'AnyDeviceDistributedTrainer', 'PruneMaskSync', 'ddp_ctx']
 
 # %% ../nbs/09_distributed.ipynb #cddde8fb
 def setup_process_group(
     backend:str=None, # 'gloo' or 'nccl'; None: 'nccl' if fastai's default device is CUDA, else 'gloo'
 ) -> torch.device:
-    "Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); return this rank's device"
+    "Join the process group of torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...); return this rank's device"
     dev = default_device()
     if dev.type == 'cuda': # one GPU per process: the LOCAL_RANK-th of this machine
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
@@ -98,8 +36,9 @@ def setup_process_group(
     ws = num_distrib()
     if ws > 1 and not dist.is_initialized():
         missing = [k for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
-        if missing: raise ValueError(f"setup_process_group: WORLD_SIZE={ws} but {', '.join(missing)} not set; start the "
-                                     f"script with `torchrun --nproc_per_node N script.py` (or `launch_local`)")
+        if missing: raise RuntimeError(f"setup_process_group: WORLD_SIZE={ws} but {', '.join(missing)} not set; start "
+                                       f"the script with `torchrun --nproc_per_node N script.py` (or "
+                                       f"`kdbook.launch.launch_local`)")
         dist.init_process_group(backend or ('nccl' if dev.type == 'cuda' else 'gloo'), init_method='env://')
     return dev
 
@@ -130,21 +69,26 @@ def _teachers(learn):
     return res
 
 class AnyDeviceDistributedTrainer(DistributedTrainer):
-    "fastai's `DistributedTrainer` that also runs on CPUs (gloo), checks that the teachers agree and syncs parameters outside the DDP model"
+    "fastai's `DistributedTrainer` also on CPUs (gloo); checks the teachers agree, syncs parameters outside DDP"
     def __init__(self,
-        sync_bn:bool=None, # Replace batch norms by `SyncBatchNorm` during the fit; None: on GPU only (it does not run on CPU)
+        sync_bn:bool=None, # Replace batch norms by `SyncBatchNorm` during the fit; None: on GPU only (not on CPU)
+        cpu:bool=None,     # DDP between CPUs (gloo); None: when fastai's default device is the CPU
         **kwargs,          # Passed on to accelerate's `Accelerator`
     ):
-        self.sync_bn,self.kwargs,self.accelerator,self._saved = sync_bn,kwargs,None,None
+        if cpu is None: cpu = default_device().type == 'cpu'
+        super().__init__(sync_bn, cpu=cpu, **kwargs) # fastai's: stores `sync_bn`, makes `self.accelerator`
+        self.cpu,self._saved = cpu,None
 
     def before_fit(self):
         "Wrap the model in DDP with accelerate and the loaders in `AnyDeviceDistributedDL`; check the teachers"
-        from accelerate import Accelerator
-        cpu = _model_device(self.learn.model, getattr(self.dls, 'device', None)).type == 'cpu'
-        sync_bn = not cpu if self.sync_bn is None else self.sync_bn
-        if sync_bn and cpu: raise ValueError("sync_bn=True: PyTorch's SyncBatchNorm runs only on GPUs; use sync_bn=None or "
-                                             "False on CPU (each rank then normalises its own shard)")
-        if self.accelerator is None: self.accelerator = Accelerator(cpu=cpu, **self.kwargs)
+        dev = _model_device(self.learn.model, getattr(self.dls, 'device', None))
+        if (dev.type == 'cpu') != self.cpu:
+            raise RuntimeError(f"AnyDeviceDistributedTrainer(cpu={self.cpu}) cannot train a model on {dev}; make it "
+                               f"with cpu={dev.type == 'cpu'} (`ddp_ctx` does)")
+        sync_bn = not self.cpu if self.sync_bn is None else self.sync_bn
+        if sync_bn and self.cpu:
+            raise ValueError("sync_bn=True: PyTorch's SyncBatchNorm runs only on GPUs; use sync_bn=None or False on "
+                             "CPU (each rank then normalises its own shard)")
         self._saved = dict(model=self.learn.model, loaders=list(self.dls.loaders), logger=self.learn.logger, undo=noop)
         self._extra = {}
         m = self.learn.model
@@ -152,15 +96,16 @@ class AnyDeviceDistributedTrainer(DistributedTrainer):
         self.learn.model = self.accelerator.prepare(m)
         if not isinstance(self.learn.model, DistributedDataParallel):
             self.restore()
-            raise RuntimeError(f"accelerate did not wrap the model in DDP (distributed type {self.accelerator.distributed_type}); "
-                               f"is the process group up? Start the script with torchrun and call setup_process_group()")
+            raise RuntimeError(f"accelerate did not wrap the model in DDP (distributed type "
+                               f"{self.accelerator.distributed_type}); is the process group up? Start the script "
+                               f"with torchrun and call setup_process_group()")
         self.learn.dls.loaders = [self._wrap_dl(dl) for dl in self.dls.loaders]
         if rank_distrib(): self.learn.logger = noop
         fps = gather_object([t.fingerprint() for t in _teachers(self.learn)])
         if any(f != fps[0] for f in fps):
             self.restore()
-            raise ValueError(f"The teachers differ across ranks (fingerprints by rank: {fps}); load the same weights on every "
-                             f"rank, e.g. from one file saved by rank 0 before the launch")
+            raise RuntimeError(f"The teachers differ across ranks (fingerprints by rank: {fps}); load the same "
+                               f"weights on every rank, e.g. from one file saved by rank 0 before the launch")
 
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else AnyDeviceDistributedDL(dl)
 
@@ -188,14 +133,14 @@ class AnyDeviceDistributedTrainer(DistributedTrainer):
         if s is None: return
         self.learn.model,self.learn.dls.loaders,self.learn.logger = s['model'],s['loaders'],s['logger']
         s['undo']()
-        if self.accelerator is not None: self.accelerator.free_memory()
+        self.accelerator.free_memory()
 
     def after_fit(self): self.restore()
     def after_cancel_fit(self): self.restore()
 
 # %% ../nbs/09_distributed.ipynb #0e89f43b
 class PruneMaskSync(Callback):
-    "After every mask update of the `PruneCallback`s, check the masks agree across ranks; if not, adopt rank 0's masks and weights"
+    "After each mask update of the `PruneCallback`s, check the ranks agree; if not, adopt rank 0's masks and weights"
     order,run_valid = PruneCallback.order+1,False
     def before_fit(self): self._seen,self.n_resynced = {},0
     def before_batch(self):
@@ -217,14 +162,14 @@ class PruneMaskSync(Callback):
         for n in names:
             k = cb.masks[n].numel()
             ms[n] = ref[i:i+k].view(cb.masks[n].shape).bool(); i += k
-        cb._set_masks(ms)
-        for m in cb._layers.values(): dist.broadcast(m.weight.data, 0)
+        cb.set_masks(ms)
+        for m in cb.pruned_layers.values(): dist.broadcast(m.weight.data, 0)
         cb.apply_masks()
         self.n_resynced += 1
 
 # %% ../nbs/09_distributed.ipynb #fa303950
 @contextlib.contextmanager
-def distrib_ctx(
+def ddp_ctx(
     learn:Learner,        # The `Learner` to train on all ranks
     sync_bn:bool=None,    # `SyncBatchNorm` during the fit; None: on GPU only
     sync_masks:bool=True, # Add `PruneMaskSync` (check the pruning masks agree across ranks)
@@ -234,67 +179,17 @@ def distrib_ctx(
     if num_distrib() <= 1:
         yield learn
         return
-    own = not dist.is_initialized()
-    if own: setup_process_group()
-    tr = AnyDeviceDistributedTrainer(sync_bn, **kwargs)
-    cbs = [tr] + ([PruneMaskSync()] if sync_masks else [])
-    bars = [cb for cb in learn.cbs if isinstance(cb, ProgressCallback)] if rank_distrib() else []
-    learn.remove_cbs(bars)
-    learn.add_cbs(cbs)
-    try: yield learn
-    finally:
-        tr.restore()
-        learn.remove_cbs(cbs)
-        learn.add_cbs(bars)
-        if own: teardown_distrib()
-
-# %% ../nbs/09_distributed.ipynb #324c14a5
-@call_parse
-def kd_prune_job(
-    teacher:str=None,           # File of the teacher's `state_dict` (a `cnn1d(teacher_ch)`), loaded on every rank
-    out:str=None,               # JSON file rank 0 writes the report of all ranks into
-    epochs:int=12,              # Epochs of `fit_one_cycle`
-    bs:int=64,                  # Batch size of every rank (effective batch: bs * number of processes)
-    lr:float=3e-2,              # Maximum learning rate
-    teacher_ch:int=64,          # Width of the teacher's `cnn1d`
-    student_ch:int=32,          # Width of the student's `cnn1d`
-    alpha:float=0.9,            # Weight of the distillation term
-    T:float=4.0,                # Temperature
-    sparsity:float=0.5,         # Final sparsity of the student
-    schedule:str='agp',         # Pruning schedule of `PruneCallback`
-    criterion:str='magnitude',  # Pruning criterion: 'magnitude' or 'taylor'
-    cache:bool=False,           # Read the teacher's logits from a `SoftTargetCache` instead of running it
-    n_train:int=4000,           # MNIST-1D training samples
-    n_valid:int=1000,           # MNIST-1D validation samples
-    seed:int=0,                 # Seed of the student's initialisation and of the shuffling
-):
-    "Distil and prune a MNIST-1D student on every rank of a torchrun launch; rank 0 writes the report of all ranks to `out`"
-    if teacher is None or not Path(teacher).exists(): raise ValueError(f"kd_prune_job: no teacher file {teacher!r}; save one "
-                                                                       f"with torch.save(model.state_dict(), path) and pass --teacher path")
-    dev = setup_process_group()
-    set_seed(seed)
-    dls = mnist1d_dls(bs=bs, seed=seed, device=dev, n_train=n_train, n_valid=n_valid)
-    tm = cnn1d(teacher_ch).to(dev)
-    tm.load_state_dict(torch.load(teacher, map_location=dev))
-    t = Teacher(tm)
-    fp0 = t.fingerprint()
-    kd = KDCallback(t, alpha=alpha, T=T, cache=SoftTargetCache.build(t, dls.train) if cache else None)
-    pr = PruneCallback(sparsity, schedule=schedule, criterion=criterion)
-    learn = Learner(dls, cnn1d(student_ch), loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=[kd, pr])
-    start = time.time()
-    with distrib_ctx(learn):
-        sync = getattr(learn, 'prune_mask_sync', None)
-        learn.fit_one_cycle(epochs, lr)
-    fit_s = time.time() - start
-    masks = {k: v.cpu() for k, v in pr.masks.items()}
-    rep = dict(rank=rank_distrib(), world_size=max(num_distrib(), 1), device=str(dev), fit_seconds=fit_s,
-               teacher_before=fp0, teacher_after=t.fingerprint(), teacher_accuracy=dl_accuracy(tm, dls.valid),
-               student=_tensor_crc(learn.model.state_dict().values()), masks=_tensor_crc(masks[k] for k in sorted(masks)),
-               sparsity=pr.measured(), masks_resynced=getattr(sync, 'n_resynced', 0), accuracy=dl_accuracy(learn.model, dls.valid))
-    reps, all_masks = gather_object(rep), gather_object(masks)
-    res = dict(ranks=reps, masks_equal=all(all(torch.equal(m[k], all_masks[0][k]) for k in all_masks[0]) for m in all_masks))
-    if rank_distrib() == 0 and out: Path(out).write_text(json.dumps(res, indent=1))
-    if dist.is_initialized():
-        dist.barrier() # no rank closes its connections while another still reads from them
-        teardown_distrib()
-    return res
+    with contextlib.ExitStack() as undo: # run in reverse order on the way out, also when the fit fails
+        if not dist.is_initialized():
+            setup_process_group()
+            undo.callback(teardown_distrib)
+        cpu = _model_device(learn.model, getattr(learn.dls, 'device', None)).type == 'cpu'
+        tr = AnyDeviceDistributedTrainer(sync_bn, cpu=cpu, **kwargs)
+        cbs = [tr] + ([PruneMaskSync()] if sync_masks else [])
+        bars = [cb for cb in learn.cbs if isinstance(cb, ProgressCallback)] if rank_distrib() else []
+        learn.remove_cbs(bars)
+        undo.callback(learn.add_cbs, bars)
+        learn.add_cbs(cbs)
+        undo.callback(learn.remove_cbs, cbs)
+        undo.callback(tr.restore)
+        yield learn

@@ -13,8 +13,8 @@ from fastcore.basics import store_attr
 from fastai.torch_core import get_model
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedNo
-from .schedules import SchedAgp, SchedStep
-from .report import _dense
+from .schedules import SchedAgp, SchedStep, AttrScheduler
+from .report import dequantized
 
 # %% auto #0
 __all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'SCHEDULES', 'IMPORTANCES', 'prunable_layers', 'compute_masks', 'PruneCallback',
@@ -30,7 +30,7 @@ def _candidates(model):
 
 def prunable_layers(
     model:nn.Module, # The model to prune
-    layers=None,     # None (conv and linear layers), or module types, names, a predicate `f(name, module)`, or a list of them
+    layers=None,     # None (conv and linear layers), or module types, names, a predicate `f(name, module)`, a list
 ) -> dict:
     "The modules of `model` whose `weight` is pruned, by name; `ValueError` listing the candidates if none match"
     cands = _candidates(model)
@@ -43,7 +43,8 @@ def prunable_layers(
         def hit(n, m):
             for s in sels:
                 if isinstance(s, str): ok = s == n
-                elif isinstance(s, type) or (isinstance(s, tuple) and all(isinstance(t, type) for t in s)): ok = isinstance(m, s)
+                elif isinstance(s, type) or (isinstance(s, tuple) and all(isinstance(t, type) for t in s)):
+                    ok = isinstance(m, s)
                 elif callable(s): ok = bool(s(n, m))
                 else: raise ValueError(f"layers: {s!r} is not a module type, a name or a predicate f(name, module)")
                 if ok: return True
@@ -108,7 +109,8 @@ def compute_masks(
         raise ValueError("compute_masks: scores on the 'meta' device have no values to rank; compute them from a model "
                          "with real weights (e.g. after `model.to_empty(device=...)` and loading its weights)")
     if scope == 'global' and len(devs) > 1:
-        raise ValueError(f"compute_masks: a global ranking needs all scores on one device, got {sorted(map(str, devs))}; "
+        raise ValueError(f"compute_masks: a global ranking needs all scores on one device, "
+                         f"got {sorted(map(str, devs))}; "
                          f"move the model to one device, or use scope='local'")
     groups = [list(blocks)] if scope == 'global' else [[n] for n in blocks]
     masks = {}
@@ -150,22 +152,23 @@ def _make_schedule(schedule, rounds):
 
 class PruneCallback(Callback):
     "Prune the weights of the selected layers to `sparsity` along `schedule`; pruned weights stay exactly zero"
-    order,run_valid = 70,False # after AttrScheduler (65), which may move `sparsity`
+    order,run_valid = AttrScheduler.order+5,False # after AttrScheduler, which may move `sparsity`
     def __init__(self,
-        sparsity:float=None,       # Target share of pruned weights in [0, 1); None when `threshold` is given
-        schedule='one_shot',       # Share of `sparsity` reached at `pct_train`: 'one_shot', 'iterative', 'agp' or a function f(pos)
-        granularity:str='weight',  # 'weight', 'vector' (rows along the last dim), 'kernel' (one (out, in) kernel) or 'filter'
+        sparsity:float=None,       # Final share of pruned weights, in [0, 1); None with `threshold`
+        schedule='one_shot',       # Share of `sparsity` at `pct_train`: 'one_shot', 'iterative', 'agp' or f(pos)
+        granularity:str='weight',  # 'weight', 'vector' (a row along the last dim), 'kernel' or 'filter'
         criterion:str='magnitude', # 'magnitude' (|w|) or 'taylor' (|grad * w| summed over `n_taylor` batches)
         scope:str='global',        # 'global' (one ranking over all layers) or 'local' (every layer to `sparsity`)
-        layers=None,               # None (conv and linear weights), or module types, names, a predicate f(name, module), or a list
+        layers=None,               # None (conv and linear), or module types, names, a predicate f(name, module), a list
         threshold:float=None,      # Prune the blocks whose score is below this (|w| < tau), once, instead of a share
         every:int=1,               # Re-evaluate the target every `every` training batches
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
-        rewind_iter:int=None,      # Lottery tickets: snapshot the model at this training iteration, rewind to it after each pruning step
+        rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step
     ):
         if (sparsity is None) == (threshold is None):
-            raise ValueError("PruneCallback: give exactly one of sparsity (a share in [0, 1)) and threshold (prune |w| < threshold)")
+            raise ValueError("PruneCallback: give exactly one of sparsity (a share in [0, 1)) and threshold "
+                             "(prune |w| < threshold)")
         if sparsity is not None: _check_sparsity(sparsity)
         if threshold is not None and not threshold >= 0: raise ValueError(f"threshold must be >= 0, got {threshold!r}")
         _check_choice('granularity', granularity, GRANULARITIES); _check_choice('criterion', criterion, CRITERIA)
@@ -176,41 +179,63 @@ class PruneCallback(Callback):
             raise ValueError(f"rewind_iter must be None or an integer >= 0, got {rewind_iter!r}")
         schedule = _make_schedule(schedule, rounds)
         store_attr()
-        self.masks,self._fm,self.snapshot,self.target,self.hist = {},{},None,None,[]
-        self._taylor,self._n_acc = {},0
+        self.masks,self._fm,self._layers,self.snapshot,self.target_sparsity,self.hist = {},{},None,None,None,[]
+        self._taylor,self._n_acc,self._thresholded = {},0,False
+
+    @property
+    def mode(self) -> str:
+        "'sparsity' (prune a share of the weights along `schedule`) or 'threshold' (prune below `threshold`, once)"
+        return 'sparsity' if self.threshold is None else 'threshold'
+
+    @property
+    def pruned_layers(self) -> dict:
+        "The pruned modules by name (names of the model inside a DDP wrapper), selected at the start of every fit"
+        if self._layers is None: raise RuntimeError("PruneCallback: no layers selected yet; a fit selects them")
+        return self._layers
+
+    def set_masks(self,
+        masks:dict, # Boolean keep-masks (True = kept) by name: one per pruned layer, of its weight's shape and device
+    ):
+        "Replace the masks, checked against `pruned_layers`; `apply_masks` then zeroes the weights they prune"
+        ls = self.pruned_layers
+        if set(masks) != set(ls):
+            raise ValueError(f"set_masks: masks of {sorted(masks)}; the pruned layers are {list(ls)}")
+        for n, mk in masks.items():
+            w = ls[n].weight
+            ok = torch.is_tensor(mk) and mk.dtype == torch.bool and mk.shape == w.shape and mk.device == w.device
+            if not ok:
+                got = f"{mk.dtype} {tuple(mk.shape)} on {mk.device}" if torch.is_tensor(mk) else type(mk).__name__
+                raise ValueError(f"set_masks: the mask of {n!r} must be bool {tuple(w.shape)} on {w.device}, got {got}")
+        self.masks = {n: masks[n] for n in ls}
+        self._fm = {n: mk.to(ls[n].weight.dtype) for n, mk in self.masks.items()} # float: 5x faster than bool per step
 
     def _setup(self, model):
         "Select the layers and derive the masks from the weights that are exactly zero"
         self._layers = prunable_layers(model, self.layers)
-        self._set_masks({n: m.weight.detach() != 0 for n, m in self._layers.items()})
+        self.set_masks({n: m.weight.detach() != 0 for n, m in self._layers.items()})
         self._taylor,self._n_acc = {},0
-
-    def _set_masks(self, masks):
-        "Keep the boolean masks, and float copies for the per-step multiplications (5x faster than bool)"
-        self.masks = masks
-        self._fm = {n: mk.to(self._layers[n].weight.dtype) for n, mk in masks.items()}
 
     def before_fit(self):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
         self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
-        self.target = None
+        self.target_sparsity,self._thresholded = None,False
 
-    def current_target(self):
-        "Target sparsity at this point of training: `sparsity * schedule(pct_train)`"
+    def scheduled_sparsity(self) -> float:
+        "The target the schedule sets at this point of training: `sparsity * schedule(pct_train)`"
         return float(self.sparsity) * float(self.schedule(self.learn.pct_train))
 
     def before_batch(self):
         "Take the lottery-ticket snapshot; update the masks when the target changed"
         if self.rewind_iter is not None and self.snapshot is None and self.learn.train_iter >= self.rewind_iter:
             self.snapshot = copy.deepcopy(get_model(self.learn.model).state_dict())
-        if (self.learn.epoch*self.learn.n_iter + self.learn.iter) % self.every: return # counted from epoch 0, also when resumed with `start_epoch`
+        if (self.learn.epoch*self.learn.n_iter + self.learn.iter) % self.every: return # from epoch 0, also on resume
         if self.criterion == 'taylor' and self._n_acc < self.n_taylor: return # not enough gradient statistics yet
-        if self.threshold is not None:
-            if self.target is None: self.prune(); self.target = self.threshold
+        if self.mode == 'threshold':
+            if not self._thresholded: self.prune()
             return
         _check_sparsity(self.sparsity)
-        tgt = self.current_target()
-        if self.target is None or abs(tgt - self.target) > 1e-12: self.prune(tgt)
+        tgt = self.scheduled_sparsity()
+        if self.target_sparsity is None or abs(tgt - self.target_sparsity) > 1e-12: self.prune(tgt)
 
     def before_step(self):
         "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"
@@ -236,28 +261,29 @@ class PruneCallback(Callback):
     @torch.no_grad()
     def apply_masks(self):
         "Multiply the pruned weights by their masks"
-        for n, m in getattr(self, '_layers', {}).items(): m.weight.mul_(self._fm[n])
+        for n, m in (self._layers or {}).items(): m.weight.mul_(self._fm[n])
 
     def scores(self):
         "Per-weight scores of the current criterion, -1 where already pruned"
         if self.criterion == 'taylor' and not self._taylor:
-            raise ValueError("criterion='taylor' needs gradients: prune during a fit (after n_taylor batches)")
+            raise RuntimeError("criterion='taylor' needs gradients: prune during a fit (after n_taylor batches)")
         sc = {}
-        for n, m in self._layers.items():
+        for n, m in self.pruned_layers.items():
             s = m.weight.detach().abs() if self.criterion == 'magnitude' else self._taylor[n]
             sc[n] = torch.where(self.masks[n], s.float(), torch.full_like(s, -1.))
         return sc
 
     @torch.no_grad()
     def prune(self,
-        sparsity:float=None, # Share of weights to prune; None for the `threshold`
+        sparsity:float=None, # Share of weights to prune; None in threshold mode: the blocks scoring below `threshold`
     ):
         "Recompute the masks, apply them, zero the optimizer state there; rewind if a snapshot is kept"
-        if not hasattr(self, '_layers'): self._setup(get_model(self.learn.model))
+        if sparsity is None and self.mode != 'threshold': raise ValueError("prune: give a sparsity (no threshold)")
+        if self._layers is None: self._setup(get_model(self.learn.model))
         old = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
         thr = self.threshold if sparsity is None else None
         masks = compute_masks(self.scores(), sparsity, self.granularity, self.scope, thr)
-        self._set_masks({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
+        self.set_masks({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
         self.apply_masks()
         opt = getattr(getattr(self, 'learn', None), 'opt', None)
         if opt is not None:
@@ -266,7 +292,8 @@ class PruneCallback(Callback):
                     for v in st.values():
                         if torch.is_tensor(v) and v.shape == m.weight.shape: v.mul_(self._fm[n].to(v.dtype))
         self._taylor,self._n_acc = {},0
-        self.target = sparsity
+        if sparsity is None: self._thresholded = True
+        else: self.target_sparsity = sparsity
         new = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
         if new == old: return # nothing changed: no rewind, no history entry
         if any(new[n] > old[n] for n in new) and self.snapshot is not None: self.rewind()
@@ -275,13 +302,13 @@ class PruneCallback(Callback):
 
     def measured(self):
         "Share of zeros over the pruned layers' weights"
-        z = sum(int((m.weight == 0).sum()) for m in self._layers.values())
-        return z / sum(m.weight.numel() for m in self._layers.values())
+        ls = self.pruned_layers.values()
+        return sum(int((m.weight == 0).sum()) for m in ls) / sum(m.weight.numel() for m in ls)
 
     @torch.no_grad()
     def rewind(self):
         "Lottery tickets: load the snapshot, keep the masks, clear the optimizer state"
-        if self.snapshot is None: raise ValueError("rewind: no snapshot yet; set rewind_iter and train past it first")
+        if self.snapshot is None: raise RuntimeError("rewind: no snapshot yet; set rewind_iter and train past it first")
         get_model(self.learn.model).load_state_dict(self.snapshot)
         self.apply_masks()
         opt = getattr(self.learn, 'opt', None)
@@ -296,9 +323,11 @@ def sparsity_report(
     model = getattr(model, 'model', model)
     rows = []
     for n, m in prunable_layers(model, layers).items():
-        w = _dense(m.weight.detach()) # int8 (torchao) weights dequantized: their zeros are the pruned ones
-        rows.append(dict(layer=n, type=type(m).__name__, shape=tuple(w.shape), params=w.numel(), zeros=int((w == 0).sum())))
-    rows.append(dict(layer='global', type='', shape=(), params=sum(r['params'] for r in rows), zeros=sum(r['zeros'] for r in rows)))
+        w = dequantized(m.weight.detach()) # int8 (torchao) weights dequantized: their zeros are the pruned ones
+        rows.append(dict(layer=n, type=type(m).__name__, shape=tuple(w.shape), params=w.numel(),
+                         zeros=int((w == 0).sum())))
+    rows.append(dict(layer='global', type='', shape=(), params=sum(r['params'] for r in rows),
+                     zeros=sum(r['zeros'] for r in rows)))
     df = pd.DataFrame(rows)
     df['sparsity'] = df.zeros / df.params
     return df
@@ -317,7 +346,7 @@ def lottery_ticket(
     rounds:int=3,          # Prune-rewind-retrain rounds
     epochs:int=10,         # Epochs of every fit (`fit_one_cycle`)
     lr:float=1e-2,         # Maximum learning rate of every fit
-    rewind_iter:int=0,     # Iteration of the first fit to rewind to: 0 for the initial weights, k > 0 for late rewinding
+    rewind_iter:int=0,     # Iteration of the first fit to rewind to: 0 (initial weights), k > 0 (late rewinding)
     reinit:bool=False,     # Control experiment: re-initialise the survivors at random instead of rewinding
     **kwargs,              # Passed on to `PruneCallback` (granularity, scope, layers) 
 ) -> PruneCallback:
@@ -345,7 +374,8 @@ IMPORTANCES = ('magnitude', 'bn_scale', 'random')
 def _output_layer(model, x):
     "The last conv or linear module that runs on `x`"
     seen = []
-    hs = [m.register_forward_hook(lambda mod, i, o: seen.append(mod)) for m in model.modules() if isinstance(m, _PRUNABLE)]
+    hs = [m.register_forward_hook(lambda mod, i, o: seen.append(mod))
+          for m in model.modules() if isinstance(m, _PRUNABLE)]
     try:
         with torch.no_grad(): model(x)
     finally:
@@ -375,7 +405,8 @@ def prune_channels(
         n = l if isinstance(l, str) else names.get(id(l))
         if n is None: raise ValueError(f"ignored_layers: {l!r} is not a module of the model")
         try: ign.append(new.get_submodule(n))
-        except AttributeError: raise ValueError(f"ignored_layers: no module named {n!r}; modules: {list(names.values())[1:]}") from None
+        except AttributeError:
+            raise ValueError(f"ignored_layers: no module named {n!r}; modules: {list(names.values())[1:]}") from None
     with torch.no_grad(): ref = model.eval()(example_input)
     model.train(was_training)
     if ignore_output and (o := _output_layer(new, example_input)) is not None: ign.append(o)
@@ -384,7 +415,8 @@ def prune_channels(
                                       global_pruning=global_pruning, round_to=round_to)
         pruner.step()
         with torch.no_grad(): out = new(example_input)
-        if out.shape != ref.shape: raise RuntimeError(f"output shape changed from {tuple(ref.shape)} to {tuple(out.shape)}")
+        if out.shape != ref.shape:
+            raise RuntimeError(f"output shape changed from {tuple(ref.shape)} to {tuple(out.shape)}")
     except Exception as e:
         raise ValueError(f"prune_channels: the model cannot be pruned structurally ({type(e).__name__}: {e}). "
                          "The model was left unchanged; pass the offending layer in ignored_layers=[...] "

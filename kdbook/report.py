@@ -17,17 +17,21 @@ from fastai.data.core import DataLoaders
 from .models import count_params, model_and_dls
 
 # %% auto #0
-__all__ = ['count_nonzero_params', 'state_dict_bytes', 'count_macs', 'time_models', 'dl_accuracy', 'model_report',
+__all__ = ['dequantized', 'count_nonzero_params', 'state_dict_bytes', 'count_macs', 'time_models', 'dl_accuracy', 'model_report',
            'compare_models', 'plot_accuracy_vs_size']
 
 # %% ../nbs/08_report.ipynb #9b576cd1
-def _dense(p): return p.dequantize() if type(p) not in (torch.Tensor, nn.Parameter) and hasattr(p, 'dequantize') else p
+def dequantized(
+    t:torch.Tensor, # A weight or any tensor; torchao's quantized tensor subclasses are dequantized
+) -> torch.Tensor:
+    "The float values of `t` if it is a quantized (torchao) tensor, else `t` itself"
+    return t.dequantize() if type(t) not in (torch.Tensor, nn.Parameter) and hasattr(t, 'dequantize') else t
 
 def count_nonzero_params(
     model:nn.Module, # Any module; torchao-quantized weights are dequantized first
 ) -> int:
     "Number of parameter entries of `model` that are not exactly zero, for float, pruned and quantized models"
-    with torch.no_grad(): return int(sum((_dense(p) != 0).sum().item() for p in model.parameters()))
+    with torch.no_grad(): return int(sum((dequantized(p) != 0).sum().item() for p in model.parameters()))
 
 # %% ../nbs/08_report.ipynb #e5c85265
 def state_dict_bytes(

@@ -1,8 +1,8 @@
-"""Multi-process tests of kdbook.distributed: real 2-process gloo runs on 127.0.0.1 started with `launch_local`.
+"""Multi-process tests of kdbook.distributed and .launch: 2-process gloo runs on 127.0.0.1 started with `launch_local`.
 
 This file is also the worker script: `python -m torch.distributed.run ... tests/test_distributed.py OUT` runs `worker(OUT)`
 on every rank (pytest only imports it, so the `__main__` block never runs under pytest)."""
-import json, sys, time
+import json, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from torch import nn
@@ -25,7 +25,7 @@ def worker(out):
     from kdbook.distill import Teacher, KDCallback, FeatureKDCallback, SoftTargetCache
     from kdbook.prune import PruneCallback, lottery_ticket
     import torch.distributed as dist
-    from kdbook.distributed import setup_process_group, distrib_ctx, gather_object, teardown_distrib
+    from kdbook.distributed import setup_process_group, ddp_ctx, gather_object, teardown_distrib
 
     dev = setup_process_group()
     rank, rep = rank_distrib(), {}
@@ -65,7 +65,7 @@ def worker(out):
     pr = PruneCallback(0.5, schedule='iterative', rounds=2, criterion='taylor', n_taylor=2, layers=['block1.0', 'block2.0'])
     probe = Probe(t)
     learn = new_learner([KDCallback(t), fkd, pr, probe])
-    with distrib_ctx(learn):
+    with ddp_ctx(learn):
         sync = learn.prune_mask_sync
         learn.fit(2, 1e-2)
     rep['features'] = dict(teacher_same=t.fingerprint() == fp0, teacher=fp0, model_types=sorted(probe.seen),
@@ -80,7 +80,7 @@ def worker(out):
     kd = KDCallback(t, cache=SoftTargetCache.build(t, dls.train))
     probe = Probe(t, kd)
     learn = new_learner([kd, probe])
-    with distrib_ctx(learn): learn.fit(2, 1e-2)
+    with ddp_ctx(learn): learn.fit(2, 1e-2)
     rep['cache'] = dict(rel_err=probe.err, idxs=probe.idxs, n=len(dls.train.dataset))
 
     # 3. Masks made to diverge (rank 1 scales its weights at random right before the first pruning step): rank 0's win
@@ -93,7 +93,7 @@ def worker(out):
                         if isinstance(m, (nn.Conv1d, nn.Linear)): m.weight.mul_(torch.rand_like(m.weight))
     pr = PruneCallback(0.5)
     learn = new_learner([pr, Diverge()])
-    with distrib_ctx(learn):
+    with ddp_ctx(learn):
         sync = learn.prune_mask_sync
         learn.fit(1, 1e-2)
     rep['diverge'] = dict(resynced=sync.n_resynced, masks=_crc(pr.masks[k] for k in sorted(pr.masks)),
@@ -106,9 +106,9 @@ def worker(out):
     learn = new_learner([KDCallback(tm)])
     model, loaders = learn.model, list(learn.dls.loaders)
     try:
-        with distrib_ctx(learn): learn.fit(1, 1e-2)
+        with ddp_ctx(learn): learn.fit(1, 1e-2)
         msg = None
-    except ValueError as e: msg = str(e)
+    except RuntimeError as e: msg = str(e)
     rep['mismatch'] = dict(msg=msg, model_back=learn.model is model,
                            loaders_back=all(a is b for a, b in zip(learn.dls.loaders, loaders)))
 
@@ -119,7 +119,7 @@ def worker(out):
     learn = new_learner([Boom()])
     model, loaders, ncbs = learn.model, list(learn.dls.loaders), len(learn.cbs)
     try:
-        with distrib_ctx(learn): learn.fit(1, 1e-2)
+        with ddp_ctx(learn): learn.fit(1, 1e-2)
         msg = None
     except RuntimeError as e: msg = str(e)
     rep['boom'] = dict(msg=msg, model_back=learn.model is model, n_cbs_back=len(learn.cbs) == ncbs,
@@ -128,14 +128,14 @@ def worker(out):
 
     # 6. Lottery tickets: snapshots taken inside DDP fits, rewinds between them (outside DDP)
     learn = new_learner([])
-    with distrib_ctx(learn): cb = lottery_ticket(learn, 0.75, rounds=2, epochs=1)
+    with ddp_ctx(learn): cb = lottery_ticket(learn, 0.75, rounds=2, epochs=1)
     rep['lottery'] = dict(sparsity=cb.measured(), masks=_crc(cb.masks[k] for k in sorted(cb.masks)),
                           student=_crc(learn.model.state_dict().values()), mask_names=sorted(cb.masks))
 
     # 7. SyncBatchNorm asked for on CPU
     learn = new_learner([])
     try:
-        with distrib_ctx(learn, sync_bn=True): learn.fit(1, 1e-2)
+        with ddp_ctx(learn, sync_bn=True): learn.fit(1, 1e-2)
         msg = None
     except ValueError as e: msg = str(e)
     rep['sync_bn'] = dict(msg=msg, bn=sorted({type(m).__name__ for m in learn.model.modules() if 'BatchNorm' in type(m).__name__}))
@@ -150,7 +150,7 @@ def worker(out):
 @pytest.fixture(scope='module')
 def ranks(tmp_path_factory):
     "Run `worker` on 2 processes once for the tests below"
-    from kdbook.distributed import launch_local
+    from kdbook.launch import launch_local
     from kdbook.data import mnist1d_arrays
     mnist1d_arrays(400, 200)                      # build the data cache before two ranks race to write it
     out = tmp_path_factory.mktemp('ddp')/'ranks.json'
@@ -197,7 +197,7 @@ def test_diverged_masks_resynced(ranks):
 
 
 def test_lottery_ticket_rewinds(ranks):
-    "lottery_ticket under distrib_ctx: snapshots of the unwrapped model, rewound between fits, same ticket on both ranks"
+    "lottery_ticket under ddp_ctx: snapshots of the unwrapped model, rewound between fits, same ticket on both ranks"
     a, b = ranks[0]['lottery'], ranks[1]['lottery']
     assert abs(a['sparsity'] - 0.75) < 0.01 and a['mask_names'] == ['block1.0', 'block2.0', 'block3.0', 'head']
     assert a['masks'] == b['masks'] and a['student'] == b['student']
@@ -215,19 +215,19 @@ def test_errors_restore_learner(ranks):
 
 def test_launch_local_reports_rank_errors(tmp_path):
     "A rank that fails: `launch_local` raises with that rank's own error message, not only torchrun's summary"
-    from kdbook.distributed import launch_local
+    from kdbook.launch import launch_local
     (tmp_path/'fail.py').write_text("import os\nif os.environ['RANK'] == '1': raise ValueError('rank 1 has bad weights')\n")
-    with pytest.raises(RuntimeError, match='rank 1 has bad weights'): launch_local(tmp_path/'fail.py', nproc=2)
+    with pytest.raises(subprocess.CalledProcessError, match='rank 1 has bad weights'): launch_local(tmp_path/'fail.py', nproc=2)
     (tmp_path/'abort.py').write_text("import os, sys\nif os.environ['RANK'] == '0': sys.stderr.write('native crash here\\n'); os.abort()\n")
-    with pytest.warns(UserWarning, match='native abort'), pytest.raises(RuntimeError, match='native crash here'):
+    with pytest.warns(UserWarning, match='native abort'), pytest.raises(subprocess.CalledProcessError, match='native crash here'):
         launch_local(tmp_path/'abort.py', nproc=2)          # aborts again when run once more: the error is raised
-    with pytest.raises(RuntimeError, match='native crash here'):
+    with pytest.raises(subprocess.CalledProcessError, match='native crash here'):
         launch_local(tmp_path/'abort.py', nproc=2, retry_abort=False)
 
 
 def test_launch_local_reruns_after_one_native_abort(tmp_path):
     "Rank 0 aborts (SIGABRT) on the first run only: `launch_local` warns, runs once more, and returns the second run"
-    from kdbook.distributed import launch_local
+    from kdbook.launch import launch_local
     flag = tmp_path/'aborted'
     (tmp_path/'abort_once.py').write_text(
         "import os, pathlib\n"
@@ -256,10 +256,10 @@ def teacher_file(tmp_path_factory):
 
 
 def _kd_prune(teacher_file, tmp_path, nproc, bs, seed=0):
-    from kdbook.distributed import launch_local
+    from kdbook.launch import launch_local
     out = tmp_path/f'kd_prune_{nproc}.json'
     start = time.time()
-    launch_local('kdbook.distributed', ['--teacher', teacher_file, '--out', out, '--bs', bs, '--epochs', 12, '--lr', 3e-2,
+    launch_local('kdbook.launch', ['--teacher', teacher_file, '--out', out, '--bs', bs, '--epochs', 12, '--lr', 3e-2,
                                         '--n-valid', 4000, '--seed', seed], nproc=nproc, timeout=900)
     res = json.loads(out.read_text())
     res['wall_seconds'] = time.time() - start

@@ -313,7 +313,7 @@ def test_fit_never_corrupts_teacher_or_masks(alpha, T, loss, sparsity, granulari
     else: assert spoil is None or spoil[1] == 'empty' or spoil[0] >= 4  # a spoiled batch always stops the fit
     assert same_weights(tm, snap) and all(p.requires_grad for p in tm.parameters())
     pc = learn.prune
-    if pc.masks: assert all(bool((m.weight[~pc.masks[n]] == 0).all()) for n, m in pc._layers.items())
+    if pc.masks: assert all(bool((m.weight[~pc.masks[n]] == 0).all()) for n, m in pc.pruned_layers.items())
     assert sum(len(m._forward_hooks) for mod in (learn.model, tm) for m in mod.modules()) == 0
     if spoil is None or spoil[1] == 'empty':
         assert all(torch.isfinite(p).all() for p in learn.model.parameters())

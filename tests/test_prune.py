@@ -32,7 +32,7 @@ def test_zeros_stay_zero(dls, opt_func, granularity):
     learn = learner(dls, opt_func=opt_func, wd=0.1, cbs=PruneCallback(0.6, granularity=granularity, scope='local'))
     learn.fit(4, 1e-2)                                             # 24 steps
     cb = learn.prune
-    for n, m in cb._layers.items():
+    for n, m in cb.pruned_layers.items():
         mk = cb.masks[n]
         assert (~mk).any() and m.weight[~mk].abs().sum() == 0
         for k, v in learn.opt.state[m.weight].items():

@@ -71,7 +71,7 @@ class Trace(Callback):
     order, run_valid = PruneCallback.order + 1, False
     def before_fit(self):
         if not hasattr(self, 'log'): self.log = []
-    def after_loss(self): self.log.append((self.learn.pct_train, self.kd.alpha, self.kd.T, self.prune.target))
+    def after_loss(self): self.log.append((self.learn.pct_train, self.kd.alpha, self.kd.T, self.prune.target_sparsity))
 
 
 def _kd_prune_learner(dls, teacher, path, seed=1, ch=16, sparsity=0.8):
