@@ -47,19 +47,19 @@ _fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidExcept
 class FitErrorGuard:
     "Stands in for `learn._with_events` during a fit: runs the registered cleanups when an error escapes an event"
     def __init__(self, learn):
-        self.learn,self.fs = learn,[]
+        self.learn,self.fs,self.depth = learn,[],0
         self._own,self._orig = learn.__dict__.get('_with_events'),learn._with_events
     def __call__(self, *args, **kwargs):
+        self.depth += 1 # events nest (fit > epoch > train > batch): an error passes every level on its way out
         try: return self._orig(*args, **kwargs)
         except _fastai_cancels: raise # fastai handles these itself and runs `after_cancel_*` and `after_fit`
-        except BaseException as e:    # an error or Ctrl-C: fastai runs no `after_fit`
-            if not getattr(e, '_kdbook_cleaned', False): # the error passes every nested event: clean up once
+        except BaseException:         # an error or Ctrl-C: fastai runs no `after_fit`
+            if self.depth == 1:       # the outermost level this guard sees: clean up once
                 for f in list(self.fs):
                     try: f()
                     except Exception: pass # the original error is the one to report
-                try: e._kdbook_cleaned = True
-                except AttributeError: pass
             raise
+        finally: self.depth -= 1
     def remove(self):
         "Give `learn` its own `_with_events` back"
         if self.learn.__dict__.get('_with_events') is not self: return
