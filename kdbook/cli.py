@@ -22,7 +22,7 @@ from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback, mask_labels
 from .schedules import SchedAgp
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
-from .report import compare_models, plot_accuracy_vs_size, _saved_state, _top1
+from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
 
 # %% auto #0
 __all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'run_demo', 'run_pipeline', 'save_results',
@@ -135,7 +135,7 @@ def _prune_schedule():
 
 def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
-    return len(zlib.compress(_saved_state(model), 9))
+    return len(zlib.compress(serialized_state(model), 9))
 
 def run_pipeline(
     settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
@@ -183,10 +183,10 @@ def run_pipeline(
         slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
         train(f'student, KD, {channel_ratio:.0%} channels removed', slim, cbs=kd(), t0=time.perf_counter() - t)
     df = compare_models(models, dls, bs=bs, n_runs=n_runs)
-    t_top1 = _top1(models['teacher'], dls.valid)[0]
+    t_top1 = top1_preds(models['teacher'], dls.valid)[0]
     df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
     df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
-    df['agreement'] = [(_top1(m, dls.valid)[0] == t_top1).float().mean().item() for m in models.values()]
+    df['agreement'] = [(top1_preds(m, dls.valid)[0] == t_top1).float().mean().item() for m in models.values()]
     df['train_s'] = [secs[k] for k in models]
     cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
             'accuracy', 'agreement', 'train_s']
