@@ -12,10 +12,10 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 from typing import Annotated
 from fastcore.script import call_parse, CliError, is_cli
-from fastcore.xtras import Config
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
 from fastai.callback.schedule import fit_one_cycle, combine_scheds, SchedNo
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
+from .settings import book_settings, override_settings
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
@@ -25,33 +25,7 @@ from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
 
 # %% auto #0
-__all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'run_demo', 'run_pipeline', 'save_results',
-           'kdbook_cli']
-
-# %% ../nbs/10_cli.ipynb #d5bfb0ae
-book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
-                     teacher_width=64, student_width=16, temperature=4.0, alpha=0.9, label_pct=0.1, sparsity=0.9,
-                     student_sparsity=0.5)
-
-def book_settings(
-    path=None, # A `settings.ini` file, or a folder to search upwards from; `None` for the working directory
-) -> dict:
-    "The book's experiment settings: `book_defaults` updated from the nearest `settings.ini`, with typed values"
-    p = Path(path) if path is not None else Path.cwd()
-    if p.suffix == '.ini':
-        if not p.exists(): raise FileNotFoundError(f"No settings file at {p}")
-        cfg = Config(p.parent, p.name)
-    else: cfg = Config.find('settings.ini', p)
-    res = dict(book_defaults)
-    if cfg is None: return res
-    for k, v in book_defaults.items():
-        if k not in cfg: continue
-        raw = cfg.get(k)
-        try: res[k] = type(v)(raw)
-        except ValueError: raise ValueError(f"{cfg.config_file}: {k} = {raw!r} is not a valid {type(v).__name__}") from None
-    unknown = set(cfg.d.keys()) - set(book_defaults)
-    if unknown: raise ValueError(f"{cfg.config_file}: unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
-    return res
+__all__ = ['demo_datasets', 'demo_pipelines', 'run_demo', 'run_pipeline', 'save_results', 'kdbook_cli']
 
 # %% ../nbs/10_cli.ipynb #a20be1e2
 _tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
@@ -69,14 +43,6 @@ def _task(dataset, teacher_width, student_width):
 def _score_name(metric): return 'rmse' if metric is rmse else metric.__name__
 
 # %% ../nbs/10_cli.ipynb #86aa778e
-def _settings(settings, overrides):
-    "`settings` (or the nearest settings.ini) updated with the `overrides` that are not None, checked"
-    s = {**(settings or book_settings()), **{k: v for k, v in overrides.items() if v is not None}}
-    if unknown := set(s) - set(book_defaults):
-        raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
-    if s['epochs'] <= 0: raise ValueError(f"epochs must be > 0, got {s['epochs']}")
-    return s
-
 def _fit(dls, model, loss_func, metric, s, cbs=None, show=True):
     "Train `model` with the book's recipe; return the learner and the seconds it took"
     learn = Learner(dls, model, loss_func=loss_func(), metrics=metric, cbs=cbs)
@@ -96,7 +62,7 @@ def run_demo(
     **overrides         # Any setting, e.g. `epochs=5`, overriding `settings`
 ) -> pd.DataFrame:
     "Train the teacher and the students of the demo; one row per model with params, score, agreement and train time"
-    s = _settings(settings, overrides)
+    s = override_settings(settings, **overrides)
     if not 0 < s['label_pct'] <= 1: raise ValueError(f"label_pct must be in (0, 1], got {s['label_pct']}")
     device = check_device(s['device'] or None)
     dls_f, teacher_f, student_f, loss_f, metric = _task(s['dataset'], s['teacher_width'], s['student_width'])
@@ -149,7 +115,7 @@ def run_pipeline(
 ) -> pd.DataFrame:
     "Teacher, KD student, the student pruned with KD retraining, its int8 copy, a channel-pruned student: one row each"
     from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
-    s = _settings(settings, overrides)
+    s = override_settings(settings, **overrides)
     if not 0 <= s['student_sparsity'] < 1:
         raise ValueError(f"student_sparsity (the command's --sparsity) must be in [0, 1) (the share of the student's "
                          f"weights set to zero), got {s['student_sparsity']}")
@@ -235,10 +201,8 @@ def kdbook_cli(
         if pipeline not in demo_pipelines: raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
         if sparsity is not None and pipeline != 'full':
             raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
-        s = book_settings(config)
-        s.update({k: v for k, v in dict(dataset=dataset, epochs=epochs, seed=seed, device=device,
-                       student_sparsity=sparsity).items()
-                  if v is not None})
+        s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
+                              student_sparsity=sparsity)
         res = (run_demo if pipeline == 'kd' else run_pipeline)(s, show=not quiet)
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))
