@@ -117,7 +117,8 @@ def run_prune_part(a, rows):
     t = time.perf_counter()
     learn = bp.unstructured(ns)
     rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'sparsity', learn.prune.measured(), time.perf_counter() - t))
-    rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'accuracy after 2 more epochs', learn.validate()[1], math.nan))
+    with learn.no_bar(): acc = learn.validate()[1]
+    rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'accuracy after 2 more epochs', acc, math.nan))
     t = time.perf_counter()
     res = bp.overhead(ns)
     for k, v in res.items(): rows.append(('prune', f'mask overhead: {k}', 'ratio', v, math.nan))
