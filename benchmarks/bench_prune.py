@@ -29,7 +29,7 @@ from fastai.learner import Learner, load_learner
 from fastai.torch_core import set_seed
 from fastai.metrics import accuracy
 from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
+from fastai.callback.progress import ProgressCallback  # noqa: F401 (patches Learner.no_bar)
 from fastai.callback.schedule import combine_scheds, SchedNo
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d, count_params
@@ -37,20 +37,14 @@ from kdbook.schedules import SchedAgp
 from kdbook.prune import PruneCallback, sparsity_report, bake_masks, prunable_layers, prune_learner_channels
 
 
-def quiet(learn):
-    "No progress bars, no epoch table"
-    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
-    learn.logger = lambda *a, **k: None
-    return learn
-
-
-def learner(cbs=None, **kw): return quiet(Learner(mnist1d_dls(), cnn1d(64), metrics=accuracy, cbs=cbs, **kw))
+def learner(cbs=None, **kw): return Learner(mnist1d_dls(), cnn1d(64), metrics=accuracy, cbs=cbs, **kw)
 
 
 def teacher(seed=0, epochs=40, cbs=None):
     torch.manual_seed(seed)
     learn = learner(cbs=cbs)
-    t = time.perf_counter(); learn.fit_one_cycle(epochs, 1e-2, wd=1e-2)
+    t = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-2, wd=1e-2)
     return learn, time.perf_counter() - t
 
 
@@ -65,19 +59,23 @@ def recipe_learner(dense_model, seed, args):
     if noise or shift: cbs.append(InputNoise(std=noise, max_shift=shift)); how += f', InputNoise(std={noise}, max_shift={shift})'
     set_seed(seed)
     dls = mnist1d_dls(seed=seed)
-    return quiet(Learner(dls, copy.deepcopy(dense_model), metrics=accuracy, cbs=cbs)), how
+    return Learner(dls, copy.deepcopy(dense_model), metrics=accuracy, cbs=cbs), how
 
 
 def unstructured(args):
     res = []
     for seed in getattr(args, 'seeds', [42]):
         set_seed(seed)
-        dense = quiet(Learner(mnist1d_dls(seed=seed), cnn1d(64), metrics=accuracy))
-        t = time.perf_counter(); dense.fit_one_cycle(args.epochs, 1e-2, wd=1e-2); t_dense = time.perf_counter() - t
-        acc_dense = dense.validate()[1]
+        dense = Learner(mnist1d_dls(seed=seed), cnn1d(64), metrics=accuracy)
+        t = time.perf_counter()
+        with dense.no_bar(), dense.no_logging(): dense.fit_one_cycle(args.epochs, 1e-2, wd=1e-2)
+        t_dense = time.perf_counter() - t
+        with dense.no_bar(): acc_dense = dense.validate()[1]
         learn, how = recipe_learner(dense.model, seed + 1000, args)
-        t = time.perf_counter(); learn.fit_one_cycle(args.prune_epochs, 1e-2, wd=1e-2); t_prune = time.perf_counter() - t
-        acc_sparse, sp = learn.validate()[1], learn.prune.measured()
+        t = time.perf_counter()
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.prune_epochs, 1e-2, wd=1e-2)
+        t_prune = time.perf_counter() - t
+        with learn.no_bar(): acc_sparse, sp = learn.validate()[1], learn.prune.measured()
         res.append((seed, acc_dense, acc_sparse, sp))
         print(f"[unstructured] seed {seed}: dense acc {acc_dense:.4f} ({args.epochs} epochs, {t_dense:.1f}s) | 90% global AGP over "
               f"{args.prune_epochs} epochs, {how}: sparsity {sp:.4f}, acc {acc_sparse:.4f} ({t_prune:.1f}s) | drop "
@@ -88,17 +86,18 @@ def unstructured(args):
           f"pruned {100*statistics.mean(r[2] for r in res):.2f}%, drop {statistics.mean(drops):.2f} points "
           f"(per seed {', '.join(f'{x:.2f}' for x in drops)}; target <= 1.0), sparsity {min(r[3] for r in res):.4f}..{max(r[3] for r in res):.4f}")
     zeros = {n: m.weight == 0 for n, m in prunable_layers(learn.model).items()}
-    learn.fit(2, 1e-3)                                        # more training (Adam, fastai's default; KD and noise still on)
+    # more training (Adam, fastai's default; KD and noise still on)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
     ok_train = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(learn.model).items())
     with tempfile.TemporaryDirectory() as d:
         learn.path = Path(d); learn.save('p')
         l2 = learner(path=d, cbs=PruneCallback(0.9)); l2.load('p')
-        l2.fit(1, 1e-3)
+        with l2.no_bar(), l2.no_logging(): l2.fit(1, 1e-3)
         ok_load = all(torch.equal(m.weight == 0, zeros[n]) for n, m in prunable_layers(l2.model).items())
-        bake_masks(l2); l2.export(Path(d)/'p.pkl'); l3 = quiet(load_learner(Path(d)/'p.pkl'))
+        bake_masks(l2); l2.export(Path(d)/'p.pkl'); l3 = load_learner(Path(d)/'p.pkl')
         # load_learner puts the model on the CPU (its default, cpu=True): compare and validate there
         ok_export = all(torch.equal(m.weight == 0, zeros[n].cpu()) for n, m in prunable_layers(l3.model).items())
-        acc_export = l3.validate(dl=mnist1d_dls(device='cpu').valid)[1]
+        with l3.no_bar(): acc_export = l3.validate(dl=mnist1d_dls(device='cpu').valid)[1]
     print(f"[unstructured] zeros exact after 2 more epochs: {ok_train}, after save/load + 1 epoch: {ok_load}, "
           f"after export/load_learner: {ok_export} (acc {acc_export:.4f})")
     return learn
@@ -120,15 +119,15 @@ def _median_time(model, x, runs):
 
 def structured(args):
     dense, _ = teacher(epochs=args.epochs)
-    acc_dense = dense.validate()[1]
+    with dense.no_bar(): acc_dense = dense.validate()[1]
     torch.manual_seed(1)
     learn = learner()
     learn.model.load_state_dict(dense.model.state_dict())
     prune_learner_channels(learn, 0.5)
-    acc_cut = learn.validate()[1]
+    with learn.no_bar(): acc_cut = learn.validate()[1]
     kd, how = _kd(dense.model, args.alpha) if args.kd else (None, 'plain retraining')
-    learn.fit_one_cycle(args.epochs, 1e-2, wd=1e-2, cbs=kd)
-    acc_pruned = learn.validate()[1]
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.epochs, 1e-2, wd=1e-2, cbs=kd)
+    with learn.no_bar(): acc_pruned = learn.validate()[1]
     # CPU inference (the deployment this part measures), whatever device trained them: copies moved to the CPU
     x = torch.randn(256, 1, 40)
     cpu = lambda m: copy.deepcopy(m).cpu().eval()
@@ -166,7 +165,8 @@ class BatchTimer(Callback):
 def step_overhead(n=400):
     "The same model and optimizer stepped with and without the callback's mask work, alternating step by step"
     torch.manual_seed(0)
-    learn = learner(cbs=PruneCallback(0.9)); learn.fit(1, 1e-3)   # pruned once, optimizer built
+    learn = learner(cbs=PruneCallback(0.9))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)   # pruned once, optimizer built
     cb, model, opt = learn.prune, learn.model, learn.opt
     xb, yb = learn.dls.one_batch()
     model.train()
@@ -194,12 +194,13 @@ def overhead(args):
         torch.manual_seed(0)
         ld, lp = (learner(cbs=BatchTimer()) for _ in range(2))
         lp.add_cb(mk())
-        ld.fit(1, 1e-3); lp.fit(1, 1e-3)                      # warm-up (and lp prunes)
-        ld.batch_timer.times.clear(); lp.batch_timer.times.clear()
-        td, tp_ = [], []
-        for _ in range(args.reps):                            # interleaved A, B, A, B ...
-            ld.fit(1, 1e-3); td.append(statistics.median(ld.batch_timer.times)); ld.batch_timer.times.clear()
-            lp.fit(1, 1e-3); tp_.append(statistics.median(lp.batch_timer.times)); lp.batch_timer.times.clear()
+        with ld.no_bar(), ld.no_logging(), lp.no_bar(), lp.no_logging():
+            ld.fit(1, 1e-3); lp.fit(1, 1e-3)                  # warm-up (and lp prunes)
+            ld.batch_timer.times.clear(); lp.batch_timer.times.clear()
+            td, tp_ = [], []
+            for _ in range(args.reps):                        # interleaved A, B, A, B ...
+                ld.fit(1, 1e-3); td.append(statistics.median(ld.batch_timer.times)); ld.batch_timer.times.clear()
+                lp.fit(1, 1e-3); tp_.append(statistics.median(lp.batch_timer.times)); lp.batch_timer.times.clear()
         md, mp = statistics.median(td), statistics.median(tp_)
         res[label] = mp / md
         print(f"[overhead] {label}: dense step {1e3*md:.3f} ms, masked step {1e3*mp:.3f} ms, ratio {mp/md:.3f} "
@@ -215,8 +216,10 @@ def lottery(args):
         torch.manual_seed(0)
         learn = learner()
         t = time.perf_counter()
-        cb = lottery_ticket(learn, 0.95, rounds=args.rounds, epochs=args.lt_epochs, **kw)
-        print(f"[lottery] {name}: sparsity {cb.measured():.4f}, acc {learn.validate()[1]:.4f} "
+        with learn.no_bar(), learn.no_logging():
+            cb = lottery_ticket(learn, 0.95, rounds=args.rounds, epochs=args.lt_epochs, **kw)
+            acc = learn.validate()[1]
+        print(f"[lottery] {name}: sparsity {cb.measured():.4f}, acc {acc:.4f} "
               f"({args.rounds} rounds of {args.lt_epochs} epochs, {time.perf_counter()-t:.0f}s)")
 
 

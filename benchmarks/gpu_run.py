@@ -17,9 +17,10 @@ unless `--allow-cpu` (then `--amp` defaults to none: fastai's `MixedPrecision` i
 itself off). `--quick` trains one epoch everywhere and times one round: a smoke test, not a measurement.
 
 Parts (each runs on its own; a failing part is reported in the table and the others still run):
-- demo:     `kdbook demo` (`kdbook.cli.run_demo`): teacher, students from scratch and with KD, with 10% of the labels
-- pipeline: `kdbook demo --pipeline full` (`kdbook.cli.run_pipeline`) when this kdbook has it: teacher, KD student,
-            pruned with KD, int8, channel-pruned
+- demo:     `kdbook demo` (`kdbook.pipeline.run_demo`): teacher, students from scratch and with KD, with 10% of the
+            labels
+- pipeline: `kdbook demo --pipeline full` (`kdbook.pipeline.run_pipeline`) when this kdbook has it: teacher, KD
+            student, pruned with KD, int8, channel-pruned
 - kd:       `benchmarks/bench_kd.py`: KD epoch time over plain epoch time (cache and online teacher), as ratios
 - prune:    `benchmarks/bench_prune.py --part unstructured` (90% AGP with KD: sparsity, accuracy, zeros after
             save/load/export) and `--part overhead` (cost of the masks, as ratios; the clock waits for CUDA's
@@ -81,7 +82,8 @@ def _bench(name):
 
 
 def run_demo_part(a, rows):
-    from kdbook.cli import run_demo, book_settings
+    from kdbook.pipeline import run_demo
+    from kdbook.settings import book_settings
     df = run_demo(book_settings(HERE.parent), show=False, epochs=a.epochs)
     print(df.to_string(index=False))
     score = df.columns[2]
@@ -89,10 +91,12 @@ def run_demo_part(a, rows):
 
 
 def run_pipeline_part(a, rows):
-    from kdbook import cli
-    if 'full' not in getattr(cli, 'demo_pipelines', ()) or not hasattr(cli, 'run_pipeline'):
+    from kdbook import pipeline
+    from kdbook.settings import book_settings
+    if 'full' not in getattr(pipeline, 'demo_pipelines', ()) or not hasattr(pipeline, 'run_pipeline'):
         rows.append(('pipeline', 'kdbook demo --pipeline full', 'skipped', 'not in this kdbook', math.nan)); return
-    df = cli.run_pipeline(cli.book_settings(HERE.parent), show=False, epochs=a.epochs, **({'n_runs': 5} if a.quick else {}))
+    quick = {'n_runs': 5} if a.quick else {}
+    df = pipeline.run_pipeline(book_settings(HERE.parent), show=False, epochs=a.epochs, **quick)
     print(df.to_string(index=False))
     for _, r in df.iterrows():
         rows.append(('pipeline', r['model'], 'accuracy', r['accuracy'], r['train_s']))
@@ -113,7 +117,8 @@ def run_prune_part(a, rows):
     t = time.perf_counter()
     learn = bp.unstructured(ns)
     rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'sparsity', learn.prune.measured(), time.perf_counter() - t))
-    rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'accuracy after 2 more epochs', learn.validate()[1], math.nan))
+    with learn.no_bar(): acc = learn.validate()[1]
+    rows.append(('prune', f'90% AGP + KD, {ns.prune_epochs} epochs', 'accuracy after 2 more epochs', acc, math.nan))
     t = time.perf_counter()
     res = bp.overhead(ns)
     for k, v in res.items(): rows.append(('prune', f'mask overhead: {k}', 'ratio', v, math.nan))

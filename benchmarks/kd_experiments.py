@@ -1,6 +1,7 @@
 """Acceptance experiments of knowledge distillation on MNIST-1D (issue 4): label-efficient and equal-data KD.
 
-Teacher `cnn1d(64)` and student `cnn1d(16)`, `fit_one_cycle`, settings from settings.ini (`kdbook.cli.book_settings`).
+Teacher `cnn1d(64)` and student `cnn1d(16)`, `fit_one_cycle`, settings from settings.ini
+(`kdbook.settings.book_settings`).
 For every seed: train a teacher (40 epochs), then students that differ only in their recipe. Prints two tables,
 mean ± std over seeds of the validation accuracy and of the top-1 agreement with the teacher, and the time per run.
 
@@ -214,7 +215,7 @@ def main():
         d = json.loads(Path(a.report).read_text())
         return print(tables(d['results'], len({r['seed'] for r in d['results']})))
     os.environ.setdefault('OMP_NUM_THREADS', '1')
-    from kdbook.cli import book_settings
+    from kdbook.settings import book_settings
     s = book_settings(Path(__file__).resolve().parent.parent)
     if a.quick: s['epochs'] = 2
     seeds = [s['seed'] + i for i in range(a.seeds)]

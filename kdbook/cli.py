@@ -1,4 +1,4 @@
-"""`kdbook demo`: train a teacher and its students, or run the whole compression pipeline (distil, prune, quantize), and print one table. Its defaults live in `settings.ini`.
+"""`kdbook demo` runs the demo or the compression pipeline of `kdbook.pipeline` and prints its table; its flags override `settings.ini`.
 
 Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
@@ -6,214 +6,13 @@ Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #eb9e81b7
 from __future__ import annotations
-import copy, json, time, random, zlib
-from pathlib import Path
-import numpy as np, pandas as pd, torch
-from torch import nn
 from typing import Annotated
 from fastcore.script import call_parse, CliError, is_cli
-from fastcore.xtras import Config
-from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
-from fastai.callback.schedule import fit_one_cycle, combine_scheds, SchedNo
-from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
-from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device
-from .models import cnn1d, cnn2d, mlp, count_params
-from .losses import kd_loss, regression_kd_loss
-from .distill import KDCallback, mask_labels
-from .schedules import SchedAgp
-from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
-from .report import compare_models, plot_accuracy_vs_size, _saved_state, _top1
+from .settings import book_settings, override_settings
+from .pipeline import demo_datasets, demo_pipelines, run_demo, run_pipeline, save_results
 
 # %% auto #0
-__all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'run_demo', 'run_pipeline', 'save_results',
-           'kdbook_cli']
-
-# %% ../nbs/10_cli.ipynb #d5bfb0ae
-book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
-                     teacher_width=64, student_width=16, temperature=4.0, alpha=0.9, label_pct=0.1, sparsity=0.9,
-                     student_sparsity=0.5)
-
-def book_settings(
-    path=None, # A `settings.ini` file, or a folder to search upwards from; `None` for the working directory
-) -> dict:
-    "The book's experiment settings: `book_defaults` updated from the nearest `settings.ini`, with typed values"
-    p = Path(path) if path is not None else Path.cwd()
-    if p.suffix == '.ini':
-        if not p.exists(): raise FileNotFoundError(f"No settings file at {p}")
-        cfg = Config(p.parent, p.name)
-    else: cfg = Config.find('settings.ini', p)
-    res = dict(book_defaults)
-    if cfg is None: return res
-    for k, v in book_defaults.items():
-        if k not in cfg: continue
-        raw = cfg.get(k)
-        try: res[k] = type(v)(raw)
-        except ValueError: raise ValueError(f"{cfg.config_file}: {k} = {raw!r} is not a valid {type(v).__name__}") from None
-    unknown = set(cfg.d.keys()) - set(book_defaults)
-    if unknown: raise ValueError(f"{cfg.config_file}: unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
-    return res
-
-# %% ../nbs/10_cli.ipynb #a20be1e2
-_tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
-    'mnist1d':  (mnist1d_dls, cnn1d, CrossEntropyLossFlat, accuracy),
-    'digits':   (digits_dls, cnn2d, CrossEntropyLossFlat, accuracy),
-    'diabetes': (diabetes_dls, lambda w: mlp(10, (w, w), 1), MSELossFlat, rmse)}
-demo_datasets = tuple(_tasks)
-
-def _task(dataset, teacher_width, student_width):
-    "Data, models, loss and metric of `dataset`"
-    if dataset not in _tasks: raise ValueError(f"Unknown dataset {dataset!r}; valid names: {', '.join(_tasks)}")
-    dls_f, model_f, loss_f, metric = _tasks[dataset]
-    return dls_f, lambda: model_f(teacher_width), lambda: model_f(student_width), loss_f, metric
-
-def _score_name(metric): return 'rmse' if metric is rmse else metric.__name__
-
-# %% ../nbs/10_cli.ipynb #86aa778e
-def _settings(settings, overrides):
-    "`settings` (or the nearest settings.ini) updated with the `overrides` that are not None, checked"
-    s = {**(settings or book_settings()), **{k: v for k, v in overrides.items() if v is not None}}
-    if unknown := set(s) - set(book_defaults):
-        raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
-    if s['epochs'] <= 0: raise ValueError(f"epochs must be > 0, got {s['epochs']}")
-    return s
-
-def _fit(dls, model, loss_func, metric, s, cbs=None, show=True):
-    "Train `model` with the book's recipe; return the learner and the seconds it took"
-    learn = Learner(dls, model, loss_func=loss_func(), metrics=metric, cbs=cbs)
-    t = time.perf_counter()
-    if show: learn.fit_one_cycle(s['epochs'], s['lr'], wd=s['wd'])
-    else:
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(s['epochs'], s['lr'], wd=s['wd'])
-    return learn, time.perf_counter() - t
-
-def _outputs(learn, dl):
-    "The model's outputs on `dl`, in order, without callbacks"
-    with torch.no_grad(): return torch.cat([learn.model.eval()(xb) for xb, *_ in dl])
-
-def run_demo(
-    settings:dict=None, # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
-    show:bool=True,     # Show fastai's progress bars
-    **overrides         # Any setting, e.g. `epochs=5`, overriding `settings`
-) -> pd.DataFrame:
-    "Train the teacher and the students of the demo; one row per model with params, score, agreement and train time"
-    s = _settings(settings, overrides)
-    if not 0 < s['label_pct'] <= 1: raise ValueError(f"label_pct must be in (0, 1], got {s['label_pct']}")
-    device = check_device(s['device'] or None)
-    dls_f, teacher_f, student_f, loss_f, metric = _task(s['dataset'], s['teacher_width'], s['student_width'])
-    classify = loss_f is CrossEntropyLossFlat
-    set_seed(s['seed'])
-    dls = dls_f(bs=s['bs'], seed=s['seed'], device=device)
-    rows, t_out = [], None
-    def train(name, dls, model_f, cbs=None):
-        nonlocal t_out
-        set_seed(s['seed'])
-        learn, secs = _fit(dls, model_f(), loss_f, metric, s, cbs=cbs, show=show)
-        out = _outputs(learn, dls.valid)
-        if t_out is None: t_out = out
-        agree = (out.argmax(1) == t_out.argmax(1)).float().mean().item() if classify else float('nan')
-        rows.append({'model': name, 'params': count_params(learn.model), _score_name(metric): round(float(learn.validate()[1]), 4),
-                     'agreement': round(agree, 4), 'epochs': s['epochs'], 'train_s': round(secs, 1)})
-        return learn
-    teacher = train('teacher', dls, teacher_f)
-    kd = lambda: KDCallback(teacher.model, loss_func=kd_loss if classify else regression_kd_loss,
-                            alpha=s['alpha'], T=s['temperature'])
-    train('student, scratch', dls, student_f)
-    if classify:
-        pct = f"{s['label_pct']:.0%} labels"
-        few = mask_labels(dls, keep_pct=s['label_pct'], seed=s['seed'])
-        train(f'student, scratch, {pct}', few, student_f)
-        train(f'student, KD, {pct}', few, student_f, cbs=kd())
-    train('student, KD', dls, student_f, cbs=kd())
-    return pd.DataFrame(rows)
-
-# %% ../nbs/10_cli.ipynb #b4fdd852
-demo_pipelines = ('kd', 'full')
-
-def _prune_schedule():
-    "Share of the target sparsity along training: AGP over the first 70%, then the target for the last 30%"
-    return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
-
-def _deflated_bytes(model):
-    "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
-    return len(zlib.compress(_saved_state(model), 9))
-
-def run_pipeline(
-    settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
-    show:bool=True,           # Show fastai's progress bars
-    channel_ratio:float=0.5,  # Share of the KD student's channels removed in the structured branch; 0 skips it
-    scheme:str='int8_weight', # Int8 scheme of the last stage, one of `kdbook.quantize.quant_schemes()`
-    bs:int=256,               # Batch size of the latency measurement
-    n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
-    return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
-    **overrides               # Any setting, e.g. `epochs=5` or `student_sparsity=0.7`, overriding `settings`
-) -> pd.DataFrame:
-    "Teacher, KD student, the student pruned with KD retraining, its int8 copy, a channel-pruned student: one row each"
-    from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
-    s = _settings(settings, overrides)
-    if not 0 <= s['student_sparsity'] < 1:
-        raise ValueError(f"student_sparsity (the command's --sparsity) must be in [0, 1) (the share of the student's "
-                         f"weights set to zero), got {s['student_sparsity']}")
-    if not 0 <= channel_ratio < 1:
-        raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
-    if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
-    device = check_device(s['device'] or None)
-    dls_f, teacher_f, student_f, loss_f, metric = _task(s['dataset'], s['teacher_width'], s['student_width'])
-    if loss_f is not CrossEntropyLossFlat:
-        ok = ' or '.join(k for k, t in _tasks.items() if t[2] is CrossEntropyLossFlat)
-        raise ValueError(f"The compression pipeline needs a classification data set (it reports accuracy), not "
-                         f"{s['dataset']!r}: use {ok}, or the 'kd' pipeline (run_demo) for {s['dataset']!r}")
-    set_seed(s['seed'])
-    dls = dls_f(bs=s['bs'], seed=s['seed'], device=device)
-    models, secs = {}, {}
-    def train(name, model, cbs=None, t0=0.):
-        set_seed(s['seed'])
-        learn, t = _fit(dls, model, loss_f, metric, s, cbs=cbs, show=show)
-        models[name], secs[name] = learn.model, t + t0
-        return learn
-    kd = lambda: KDCallback(models['teacher'], alpha=s['alpha'], T=s['temperature'])
-    train('teacher', teacher_f())
-    student = train('student, KD', student_f(), cbs=kd()).model
-    pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    bake_masks(train(pruned, copy.deepcopy(student), cbs=[kd(), PruneCallback(s['student_sparsity'], schedule=_prune_schedule())]))
-    t = time.perf_counter()
-    models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
-    secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
-    if channel_ratio:
-        t = time.perf_counter()
-        slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
-        train(f'student, KD, {channel_ratio:.0%} channels removed', slim, cbs=kd(), t0=time.perf_counter() - t)
-    df = compare_models(models, dls, bs=bs, n_runs=n_runs)
-    t_top1 = _top1(models['teacher'], dls.valid)[0]
-    df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
-    df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
-    df['agreement'] = [(_top1(m, dls.valid)[0] == t_top1).float().mean().item() for m in models.values()]
-    df['train_s'] = [secs[k] for k in models]
-    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
-            'accuracy', 'agreement', 'train_s']
-    df = df[cols].rename_axis('model').reset_index().round(dict(weight_sparsity=4, latency_ms=3, accuracy=4, agreement=4, train_s=1))
-    return (df, models, dls) if return_models else df
-
-# %% ../nbs/10_cli.ipynb #f63276af
-def save_results(
-    res:pd.DataFrame, # The table of `run_demo` or `run_pipeline`
-    out,              # Folder to write `results.csv`, `results.json` and `results.png` into
-    settings:dict=None, # Settings to record in the JSON
-) -> Path:
-    "Write a demo's table as CSV and JSON, and its plot as PNG (accuracy vs size for the pipeline, score vs params otherwise)"
-    from matplotlib.figure import Figure
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    res.to_csv(out/'results.csv', index=False)
-    (out/'results.json').write_text(json.dumps({'settings': settings or {}, 'results': res.to_dict('records')}, indent=2))
-    fig = Figure(figsize=(7, 4.5) if 'size_bytes' in res.columns else (6, 4))
-    ax = fig.subplots()
-    if 'size_bytes' in res.columns: plot_accuracy_vs_size(res.set_index('model'), ax=ax, title='The compression pipeline')
-    else:
-        score = res.columns[2]
-        ax.scatter(res.params, res[score])
-        for _, r in res.iterrows(): ax.annotate(r.model, (r.params, r[score]), textcoords='offset points', xytext=(4, 4))
-        ax.set_xscale('log'); ax.set_xlabel('parameters'); ax.set_ylabel(f'validation {score}'); ax.grid(alpha=.3)
-    fig.tight_layout(); fig.savefig(out/'results.png', dpi=120)
-    return out
+__all__ = ['kdbook_cli']
 
 # %% ../nbs/10_cli.ipynb #67757af5
 @call_parse(pos=['command'])
@@ -235,10 +34,8 @@ def kdbook_cli(
         if pipeline not in demo_pipelines: raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
         if sparsity is not None and pipeline != 'full':
             raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
-        s = book_settings(config)
-        s.update({k: v for k, v in dict(dataset=dataset, epochs=epochs, seed=seed, device=device,
-                       student_sparsity=sparsity).items()
-                  if v is not None})
+        s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
+                              student_sparsity=sparsity)
         res = (run_demo if pipeline == 'kd' else run_pipeline)(s, show=not quiet)
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))

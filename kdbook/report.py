@@ -17,8 +17,8 @@ from fastai.data.core import DataLoaders
 from .models import count_params, model_and_dls
 
 # %% auto #0
-__all__ = ['dequantized', 'count_nonzero_params', 'state_dict_bytes', 'count_macs', 'time_models', 'dl_accuracy', 'model_report',
-           'compare_models', 'plot_accuracy_vs_size']
+__all__ = ['dequantized', 'count_nonzero_params', 'serialized_state', 'state_dict_bytes', 'count_macs', 'time_models',
+           'top1_preds', 'dl_accuracy', 'model_report', 'compare_models', 'plot_accuracy_vs_size']
 
 # %% ../nbs/08_report.ipynb #9b576cd1
 def dequantized(
@@ -34,17 +34,19 @@ def count_nonzero_params(
     with torch.no_grad(): return int(sum((dequantized(p) != 0).sum().item() for p in model.parameters()))
 
 # %% ../nbs/08_report.ipynb #e5c85265
+def serialized_state(
+    model:nn.Module, # Any module whose `state_dict` `torch.save` can write (torchao tensors included)
+) -> bytes:
+    "The bytes `torch.save(model.state_dict())` writes: the model's file, in memory"
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
 def state_dict_bytes(
     model:nn.Module, # Any module whose `state_dict` `torch.save` can write (torchao tensors included)
 ) -> int:
     "Bytes written by `torch.save(model.state_dict())`: the model's size on disk"
-    return len(_saved_state(model))
-
-def _saved_state(model):
-    "What `torch.save(model.state_dict())` writes, as bytes"
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getvalue()
+    return len(serialized_state(model))
 
 # %% ../nbs/08_report.ipynb #1204466a
 def _model_device(model):
@@ -94,17 +96,11 @@ def time_models(
     return {k: statistics.median(v) for k, v in times.items()}
 
 # %% ../nbs/08_report.ipynb #7ecda6fa
-def dl_accuracy(
+def top1_preds(
     model:nn.Module, # Classifier returning `(bs, n_classes)` scores
     dl,              # Loader of `(x, y)` batches, e.g. `dls.valid`
-) -> float:
-    "Top-1 accuracy of `model` over all batches of `dl`, in eval mode under `torch.inference_mode`"
-    preds, ys = _top1(model, dl)
-    if not len(ys): raise ValueError("The loader yielded no samples: pass a non-empty loader such as dls.valid")
-    return int((preds == ys).sum()) / len(ys)
-
-def _top1(model, dl):
-    "Predicted classes of `model` and the labels over all `(x, y)` batches of `dl` (CPU tensors), in eval mode"
+) -> tuple:
+    "Predicted classes of `model` and the labels over all batches of `dl`, as CPU tensors, in eval mode"
     dev, was_training, preds, ys = _model_device(model), model.training, [], []
     model.eval()
     try:
@@ -112,6 +108,15 @@ def _top1(model, dl):
             for xb, yb in dl: preds.append(model(xb.to(dev)).argmax(-1).cpu()); ys.append(yb.view(-1).cpu())
     finally: model.train(was_training)
     return (torch.cat(preds), torch.cat(ys)) if ys else (torch.zeros(0, dtype=torch.long),)*2
+
+def dl_accuracy(
+    model:nn.Module, # Classifier returning `(bs, n_classes)` scores
+    dl,              # Loader of `(x, y)` batches, e.g. `dls.valid`
+) -> float:
+    "Top-1 accuracy of `model` over all batches of `dl`, in eval mode under `torch.inference_mode`"
+    preds, ys = top1_preds(model, dl)
+    if not len(ys): raise ValueError("The loader yielded no samples: pass a non-empty loader such as dls.valid")
+    return int((preds == ys).sum()) / len(ys)
 
 # %% ../nbs/08_report.ipynb #aa74cd49
 def _input_batch(dls, xb, bs):

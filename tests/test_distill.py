@@ -21,8 +21,6 @@ from kdbook.distill import (Teacher, as_teacher, KDCallback, FeatureKDCallback, 
 torch.set_num_threads(1)
 
 
-def quiet(learn): return learn.no_bar(), learn.no_logging()
-
 def fit(learn, *args, how='fit', **kw):
     with learn.no_bar(), learn.no_logging(): return getattr(learn, how)(*args, **kw)
 

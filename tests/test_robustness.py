@@ -10,7 +10,7 @@ from fastcore.foundation import L
 from fastai.learner import Learner, load_learner
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.fp16 import MixedPrecision, AMPMode
-from fastai.callback.progress import ProgressCallback
+from fastai.callback.progress import ProgressCallback  # noqa: F401 (patches Learner.no_bar)
 from fastai.callback.schedule import SchedLin, fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.callback.tracker import SaveModelCallback
 from fastai.losses import CrossEntropyLossFlat
@@ -25,13 +25,6 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def quiet(learn):
-    "No progress bar, no epoch table"
-    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
-    learn.logger = lambda *a, **k: None
-    return learn
-
-
 @pytest.fixture(scope='module')
 def dls(): return mnist1d_dls(bs=64, n_train=1000, n_valid=500)
 
@@ -44,8 +37,8 @@ def sdls(): return mnist1d_dls(bs=64, n_train=256, n_valid=64)
 def teacher(dls):
     "A trained cnn1d(32) teacher (~88% on this subset)"
     torch.manual_seed(0)
-    learn = quiet(Learner(dls, cnn1d(32), loss_func=CrossEntropyLossFlat(), metrics=accuracy))
-    learn.fit_one_cycle(6, 1e-2)
+    learn = Learner(dls, cnn1d(32), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(6, 1e-2)
     return learn.model.eval()
 
 
@@ -77,7 +70,7 @@ class Trace(Callback):
 def _kd_prune_learner(dls, teacher, path, seed=1, ch=16, sparsity=0.8):
     torch.manual_seed(seed)
     cbs = [KDCallback(teacher, alpha=0.5, T=4.), PruneCallback(sparsity, schedule='agp', every=4), Trace()]
-    return quiet(Learner(dls, cnn1d(ch), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=path, cbs=cbs))
+    return Learner(dls, cnn1d(ch), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=path, cbs=cbs)
 
 
 def _kd_sched(): return AttrScheduler({'kd.alpha': SchedLin(0.2, 0.9), 'kd.T': SchedLin(6., 2.)})
@@ -87,16 +80,17 @@ def _three_runs(dls, teacher, path, n_epoch=6, stop=3, restore_rng=True, seed=1,
     "An uninterrupted fit, the same fit stopped after `stop` epochs, and its resume from the checkpoint"
     rng0 = dls.train.rng.getstate()
     full = _kd_prune_learner(dls, teacher, path, seed, **kw)
-    full.fit_one_cycle(n_epoch, 1e-2, cbs=_kd_sched())
+    with full.no_bar(), full.no_logging(): full.fit_one_cycle(n_epoch, 1e-2, cbs=_kd_sched())
     dls.train.rng.setstate(rng0)
     half, crash = _kd_prune_learner(dls, teacher, path, seed, **kw), CrashAfter(stop - 1)
-    half.fit_one_cycle(n_epoch, 1e-2, cbs=[_kd_sched(), SaveModelCallback(every_epoch=True, fname='ck', with_opt=True), crash])
+    save = SaveModelCallback(every_epoch=True, fname='ck', with_opt=True)
+    with half.no_bar(), half.no_logging(): half.fit_one_cycle(n_epoch, 1e-2, cbs=[_kd_sched(), save, crash])
     # the resume recipe: a new Learner with the same callbacks, learn.load + AttrScheduler.load_state, start_epoch
     res, sched = _kd_prune_learner(dls, teacher, path, seed + 10, **kw), _kd_sched()
     res.load(f'ck_{stop-1}'); sched.load_state(res, f'ck_{stop-1}')
     if restore_rng: dls.train.rng.setstate(crash.rng)
     else: dls.train.rng.seed(1000 + seed)  # a new process: the loader shuffles from another state than the crashed run
-    res.fit_one_cycle(n_epoch, 1e-2, cbs=sched, start_epoch=stop)
+    with res.no_bar(), res.no_logging(): res.fit_one_cycle(n_epoch, 1e-2, cbs=sched, start_epoch=stop)
     return full, half, res, sched
 
 
@@ -135,8 +129,8 @@ def test_resume_accuracy_seeds(tmp_path):
     "Slow: full MNIST-1D, cnn1d(32) student at 50%, 3 seeds, resumed in a 'new process' vs uninterrupted: sparsity within 0.005, accuracy within 1 point"
     dls = mnist1d_dls(bs=128)
     torch.manual_seed(0)
-    tl = quiet(Learner(dls, cnn1d(64), loss_func=CrossEntropyLossFlat(), metrics=accuracy))
-    tl.fit_one_cycle(20, 1e-2, wd=1e-2)
+    tl = Learner(dls, cnn1d(64), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with tl.no_bar(), tl.no_logging(): tl.fit_one_cycle(20, 1e-2, wd=1e-2)
     rows = []
     for seed in (1, 2, 3):
         full, _, res, _ = _three_runs(dls, tl.model.eval(), tmp_path, n_epoch=20, stop=10, restore_rng=False, seed=seed,
@@ -149,13 +143,13 @@ def test_resume_accuracy_seeds(tmp_path):
 
 def test_load_then_fit_keeps_pruned_weights(dls, tmp_path):
     "A checkpoint loaded into a fresh fit without start_epoch: the schedule starts again, but no pruned weight grows back"
-    learn = quiet(Learner(dls, cnn1d(16), metrics=accuracy, path=tmp_path, cbs=PruneCallback(0.6, schedule='agp')))
-    learn.fit(2, 1e-2)
+    learn = Learner(dls, cnn1d(16), metrics=accuracy, path=tmp_path, cbs=PruneCallback(0.6, schedule='agp'))
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     learn.save('p')
     zeros = {n: m.weight == 0 for n, m in prunable_layers(learn.model).items()}
-    l2 = quiet(Learner(dls, cnn1d(16), metrics=accuracy, path=tmp_path, cbs=PruneCallback(0.6, schedule='agp')))
+    l2 = Learner(dls, cnn1d(16), metrics=accuracy, path=tmp_path, cbs=PruneCallback(0.6, schedule='agp'))
     l2.load('p')
-    l2.fit(1, 1e-2)
+    with l2.no_bar(), l2.no_logging(): l2.fit(1, 1e-2)
     assert all(bool((m.weight[zeros[n]] == 0).all()) for n, m in prunable_layers(l2.model).items())
     assert abs(l2.prune.measured() - 0.6) < 0.01
 
@@ -188,15 +182,16 @@ def _interrupted(dls, tmp_path, extra=(), student_exc=None, teacher_exc=None):
     student = cnn1d(16)
     if student_exc is not None: student.block3.append(RaiseIn(student_exc))
     cbs = [KDCallback(tm), FeatureKDCallback(tm, 'block2'), PruneCallback(0.5)]
-    learn = quiet(Learner(dls, student, loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs))
+    learn = Learner(dls, student, loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs)
     n_met = len(learn.metrics)
     if student_exc is not None: student.block3[-1].n = -1
     if teacher_exc is not None: tm.block2[-1].n = -1
-    learn.fit(1, 1e-2)  # a full fit first: pruned, adapters created
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)  # a full fit first: pruned, adapters created
     if student_exc is not None: student.block3[-1].n = student.block3[-1].calls + 2
     if teacher_exc is not None: tm.block2[-1].n = tm.block2[-1].calls + 2
     snap = snapshot(tm)
-    try: learn.fit(1, 1e-2, cbs=list(extra))
+    try:
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=list(extra))
     except (KeyboardInterrupt, RuntimeError) as e: learn.raised = e
     return learn, tm, snap, rg, n_met
 
@@ -210,7 +205,7 @@ def _check_clean(learn, tm, snap, rg, n_met, tmp_path):
     assert sum(len(pl) for pl in learn.opt.param_lists) == n_model                     # adapters out of the optimizer
     assert masks_exact(learn.prune) and abs(learn.prune.measured() - 0.5) < 0.01       # masks applied
     learn.save('after')                                                                # loadable ...
-    l2 = quiet(Learner(learn.dls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path))
+    l2 = Learner(learn.dls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         l2.load('after')
@@ -218,7 +213,7 @@ def _check_clean(learn, tm, snap, rg, n_met, tmp_path):
     learn.export('after.pkl')                                                          # ... and exportable
     x = learn.dls.valid_ds[0][0]
     assert load_learner(tmp_path/'after.pkl').predict(x)[0] == learn.predict(x)[0]
-    learn.fit(1, 1e-2)                                                                 # and trains again
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)                        # and trains again
     assert len(learn.metrics) == n_met and n_hooks(learn.model, tm) == 0 and same_weights(tm, snap)
 
 
@@ -256,10 +251,10 @@ def test_bad_schedule_mid_fit_leaves_clean_state(sdls, tmp_path):
     "An AttrScheduler moving alpha out of [0, 1] raises the KDCallback's ValueError mid-fit; nothing is left behind"
     torch.manual_seed(0)
     tm = cnn1d(32); snap = snapshot(tm)
-    learn = quiet(Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                          cbs=[KDCallback(tm), FeatureKDCallback(tm, 'block2')]))
+    learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), path=tmp_path,
+                    cbs=[KDCallback(tm), FeatureKDCallback(tm, 'block2')])
     n_met = len(learn.metrics)
-    with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\]'):
+    with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\]'), learn.no_bar(), learn.no_logging():
         learn.fit(1, 1e-2, cbs=AttrScheduler({'kd.alpha': SchedLin(0., 5.)}))
     assert n_hooks(learn.model, tm) == 0 and len(learn.metrics) == n_met and same_weights(tm, snap)
     assert all(p.requires_grad for p in tm.parameters())
@@ -293,8 +288,8 @@ def _amp_learner(dls, teacher, amp=None, criterion='magnitude', **kw):
     cbs = [KDCallback(teacher, alpha=0.5), FeatureKDCallback(teacher, 'block2'),
            PruneCallback(0.5, schedule='agp', criterion=criterion, n_taylor=4), Dtypes()]
     if amp: cbs.append(CPUMixedPrecision(amp, **kw))
-    learn = quiet(Learner(dls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs))
-    learn.fit_one_cycle(4, 1e-2)
+    learn = Learner(dls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(4, 1e-2)
     return learn
 
 
@@ -328,9 +323,9 @@ def test_taylor_pruning_survives_loss_scale_overflow(dls, teacher, fp32_acc):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the fallback on a machine without CUDA')
 def test_to_fp16_without_gpu_falls_back(sdls, teacher):
     "fastai's own `to_fp16()` without a GPU: autocast and the scaler disable themselves; KD and pruning train in float32"
-    learn = quiet(Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(teacher), PruneCallback(0.5)]))
+    learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(teacher), PruneCallback(0.5)])
     learn.to_fp16()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
         warnings.simplefilter('ignore')
         learn.fit(1, 1e-2)
     assert masks_exact(learn.prune) and np.isfinite(learn.recorder.values[-1][0])
@@ -354,13 +349,14 @@ def test_device_logic_with_meta(sdls, tmp_path):
     t.release()
     assert all(p.requires_grad for p in tm.parameters())
     # a teacher without values cannot be moved to the student
-    learn = quiet(Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=KDCallback(cnn1d(32).to(meta))))
-    with pytest.raises(ValueError, match="'meta' device"): learn.fit(1)
+    learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=KDCallback(cnn1d(32).to(meta)))
+    with pytest.raises(ValueError, match="'meta' device"), learn.no_bar(), learn.no_logging(): learn.fit(1)
     # teacher outputs on another device than the student's: a ValueError naming both, nothing left behind
     tm = nn.Sequential(cnn1d(32), ToMeta()); snap = snapshot(tm)
-    learn = quiet(Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(tm), PruneCallback(0.5)]))
+    learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(tm), PruneCallback(0.5)])
     n_met = len(learn.metrics)
-    with pytest.raises(ValueError, match='student output is on device cpu but teacher output is on meta'): learn.fit(1)
+    with pytest.raises(ValueError, match='student output is on device cpu but teacher output is on meta'), \
+         learn.no_bar(), learn.no_logging(): learn.fit(1)
     assert same_weights(tm, snap) and all(p.requires_grad for p in tm.parameters()) and len(learn.metrics) == n_met
     assert masks_exact(learn.prune)
 
@@ -373,14 +369,14 @@ def test_export_fresh_process_without_teacher(sdls, tmp_path):
     big = cnn1d(256)                                                          # 0.4M parameters (1.6 MB): a leak would show
     cbs = [KDCallback(big), FeatureKDCallback(big, 'block2'), PruneCallback(0.7),
            AttrScheduler({'kd.alpha': SchedLin(0.2, 0.8)})]
-    learn = quiet(Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs))
-    learn.fit(2, 1e-2)
+    learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     bake_masks(learn)
     learn.export('student.pkl')
-    q = quiet(Learner(sdls, quantize_model(learn.model, 'int8_weight'), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                      cbs=[KDCallback(big), FeatureKDCallback(big, 'block2')]))
+    q = Learner(sdls, quantize_model(learn.model, 'int8_weight'), loss_func=CrossEntropyLossFlat(), path=tmp_path,
+                cbs=[KDCallback(big), FeatureKDCallback(big, 'block2')])
     q.export('student_int8.pkl')
-    plain = quiet(Learner(sdls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path))
+    plain = Learner(sdls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path)
     plain.export('plain.pkl')
     size = {k: (tmp_path/f'{k}.pkl').stat().st_size for k in ('student', 'student_int8', 'plain')}
     teacher_bytes = 4 * count_params(big)
