@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
 # %% ../nbs/05_distill.ipynb #b66a718d
 from __future__ import annotations
-import copy, difflib, inspect, json, zlib
+import copy, difflib, json, zlib
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -20,7 +20,7 @@ from fastai.callback.mixup import MixHandler
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
-from .losses import kd_loss, fitnet_loss
+from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
@@ -105,25 +105,26 @@ def as_teacher(teacher, # A `Teacher`, an `nn.Module`, a fastai `Learner` or a l
     return teacher if isinstance(teacher, Teacher) else Teacher(teacher)
 
 # %% ../nbs/05_distill.ipynb #67740a06
-def _fname(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None) or type(f).__name__
+def _fname(f):
+    return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None) or type(f).__name__
 
 def loss_terms(loss_func, # A loss, or a list of losses or of `(loss, weight)` pairs
               ) -> list:
     "Normalise `loss_func` into a list of dicts: `func`, `weight`, `name`, whether it takes `T` and `target`"
     if callable(loss_func): items = [(loss_func, 1.)]
-    elif isinstance(loss_func, tuple) and len(loss_func) == 2 and callable(loss_func[0]) and not callable(loss_func[1]): items = [loss_func]
+    elif (isinstance(loss_func, tuple) and len(loss_func) == 2 and callable(loss_func[0])
+          and not callable(loss_func[1])): items = [loss_func]
     elif isinstance(loss_func, (list, tuple)) and loss_func: items = list(loss_func)
-    else: raise ValueError(f"loss_func must be a loss or a non-empty list of losses or (loss, weight) pairs, got {loss_func!r}")
+    else: raise ValueError(f"loss_func must be a loss or a non-empty list of losses or (loss, weight) pairs, "
+                           f"got {loss_func!r}")
     res = []
     for it in items:
         f,w = it if isinstance(it, (list, tuple)) else (it, 1.)
         if not callable(f): raise ValueError(f"loss_func: {f!r} is not callable; use e.g. kdbook.losses.kd_loss")
-        if not isinstance(w, (int, float)) or not w >= 0: raise ValueError(f"loss_func: the weight of {_fname(f)} must be a number >= 0, got {w!r}")
-        try: ps = inspect.signature(f).parameters
-        except (TypeError, ValueError): ps = {}
-        bound = f.keywords if isinstance(f, partial) else {} # a partial's own keywords are the user's choice: keep them
-        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in ps and 'T' not in bound,
-                        target='target' in ps and 'target' not in bound))
+        if not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"loss_func: the weight of {_fname(f)} must be a number >= 0, got {w!r}")
+        kws = loss_keywords(f) # what the loss declares, minus what a `partial` binds
+        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in kws, target='target' in kws))
     names = [r['name'] for r in res]
     for i,r in enumerate(res):
         if names.count(r['name']) > 1: r['name'] = f"{r['name']}{i}"
