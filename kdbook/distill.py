@@ -13,13 +13,14 @@ import numpy as np, pandas as pd, torch
 from torch import nn, Tensor
 from fastcore.basics import store_attr, GetAttr
 from fastai.torch_core import default_device, find_bs
-from fastai.learner import Learner, Metric, ValueMetric
-from fastai.callback.core import Callback, CancelBatchException, CancelFitException
+from fastai.learner import Metric, ValueMetric
+from fastai.callback.core import Callback
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
+from .models import as_module, model_device
 from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
@@ -28,13 +29,6 @@ __all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'sam
            'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise', 'SoftTargetCache', 'transfer_weights']
 
 # %% ../nbs/05_distill.ipynb #375d5c1b
-def _as_module(m, where='teacher'):
-    "The `nn.Module` of `m` (a module or a fastai `Learner`), or a ValueError"
-    if isinstance(m, Learner): m = m.model
-    if not isinstance(m, nn.Module):
-        raise ValueError(f"{where} must be an nn.Module or a fastai Learner, got {type(m).__name__}; pass the model, e.g. `learn.model`")
-    return m
-
 def _tensor_crc(ts):
     "CRC32 of the bytes of the tensors `ts`: a cheap fingerprint of weights or data"
     crc = 0
@@ -51,7 +45,7 @@ class Teacher:
     ):
         ms = list(model) if isinstance(model, (list, tuple)) else [model]
         if not ms: raise ValueError("Teacher: got an empty list; pass a model, a Learner or a non-empty list of them")
-        self.models = [_as_module(m, f'teacher[{i}]' if len(ms) > 1 else 'teacher') for i,m in enumerate(ms)]
+        self.models = [as_module(m, f'teacher[{i}]' if len(ms) > 1 else 'teacher') for i,m in enumerate(ms)]
         self.n_calls,self._xb,self._out,self._rg = 0,None,None,None
 
     def prepare(self, device=None): # Device of the student; `None` keeps the teacher where it is
@@ -131,11 +125,6 @@ def loss_terms(loss_func, # A loss, or a list of losses or of `(loss, weight)` p
     return res
 
 # %% ../nbs/05_distill.ipynb #94df17ee
-def _model_device(model, default=None):
-    "Device of the first parameter of `model`, else `default` (or fastai's default device)"
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else (default or default_device())
-
 def _check_not_shared(teacher, model):
     "Raise if the teacher shares a parameter with the student (it would be frozen and trained at once)"
     ids = {id(p) for p in model.parameters()}
@@ -184,7 +173,7 @@ class KDCallback(Callback):
         if getattr(self, '_mets', None): self.after_fit() # the last fit died before its after_fit: finish it first
         if self.teacher is not None:
             _check_not_shared(self.teacher, self.learn.model)
-            self.teacher.prepare(_model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
+            self.teacher.prepare(model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
         self._log,self._checked = [],False
         self._cols = ['task_loss'] + [r['name'] for r in self.loss_terms]
         self._mets = [ValueMetric(partial(self._avg, k), k) for k in self._cols]
@@ -384,7 +373,7 @@ class FeatureKDCallback(Callback):
             self._smods = [get_module(self.learn.model, s, 'student') for s,_ in self.pairs]
             self._tmods = [get_module(tm, t, 'teacher') for _,t in self.pairs]
         except ValueError: self.after_fit(); raise
-        dev = _model_device(self.learn.model, getattr(self.dls, 'device', None))
+        dev = model_device(self.learn.model, getattr(self.dls, 'device', None))
         self.teacher.prepare(dev)
         for a in self.adapters.values(): self._join_opt(a, dev)
 
@@ -636,7 +625,7 @@ def transfer_weights(teacher, # The wider trained model (an `nn.Module` or `Lear
                      student, # The model to initialise (an `nn.Module` or `Learner`), changed in place
                     ) -> pd.DataFrame:
     "Copy or slice (largest-L1 channels) the teacher's weights into the student's layers of the same name; return a report"
-    t_mods,s_mod = dict(_as_module(teacher).named_modules()),_as_module(student, 'student')
+    t_mods,s_mod = dict(as_module(teacher, 'teacher').named_modules()),as_module(student, 'student')
     rows,sel,n_prev = [],None,None  # teacher channels kept after the last layer, and how many it had
     def row(name, action, s, t, note=''): rows.append(dict(layer=name, action=action, student_shape=tuple(s.shape),
                                                            teacher_shape=None if t is None else tuple(t.shape), note=note))

@@ -23,8 +23,8 @@ from fastai.callback.schedule import fit_one_cycle
 from fastai.distributed import DistributedDL, DistributedTrainer, teardown_distrib
 from .compat import AnyDeviceDistributedDL
 from .data import mnist1d_dls
-from .models import cnn1d
-from .distill import Teacher, KDCallback, SoftTargetCache, _model_device, _tensor_crc
+from .models import cnn1d, model_device as _model_device
+from .distill import Teacher, KDCallback, SoftTargetCache, _tensor_crc
 from .prune import PruneCallback
 from .report import dl_accuracy
 

@@ -7,11 +7,14 @@ Docs: https://kdbook.github.io/kdbook/models.html.md"""
 # %% ../nbs/03_models.ipynb #5cb555db
 from __future__ import annotations
 from collections import OrderedDict
+from contextlib import contextmanager
 import torch
 from torch import nn
+from fastai.torch_core import default_device
+from fastai.learner import Learner
 
 # %% auto #0
-__all__ = ['count_params', 'model_and_dls', 'conv_block', 'cnn1d', 'mlp', 'cnn2d']
+__all__ = ['count_params', 'model_and_dls', 'as_module', 'conv_block', 'cnn1d', 'mlp', 'cnn2d', 'model_device', 'evaluating']
 
 # %% ../nbs/03_models.ipynb #24cbb874
 def count_params(
@@ -29,11 +32,21 @@ def model_and_dls(
     dls=None,         # `DataLoaders` to use; `None` takes the Learner's (or stays None for a bare module)
 ):
     "The `nn.Module` of `model_or_learner` and the `DataLoaders` to use with it"
-    from fastai.learner import Learner
     if isinstance(model_or_learner, Learner):
         return model_or_learner.model, dls if dls is not None else model_or_learner.dls
     if isinstance(model_or_learner, nn.Module): return model_or_learner, dls
     raise ValueError(f"Expected an nn.Module or a fastai Learner, got {type(model_or_learner).__name__}")
+
+# %% ../nbs/03_models.ipynb #385b0350
+def as_module(m,               # An `nn.Module` or a fastai `Learner`
+              who:str='model', # Name of the argument in the error message
+             ) -> nn.Module:
+    "The `nn.Module` of `m` (a module, or a fastai `Learner`'s model), or a ValueError naming `who`"
+    if isinstance(m, Learner): m = m.model
+    if not isinstance(m, nn.Module):
+        raise ValueError(f"{who} must be an nn.Module or a fastai Learner, got {type(m).__name__}; "
+                         f"pass the model, e.g. `learn.model`")
+    return m
 
 # %% ../nbs/03_models.ipynb #aee8c713
 def conv_block(
@@ -94,3 +107,23 @@ def cnn2d(
     for _ in range(3): s = (s + 1) // 2
     return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, 3, ndim=2), block2=conv_block(ch, ch, 3, ndim=2),
                                      block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(), head=nn.Linear(ch*s*s, n_out)))
+
+# %% ../nbs/03_models.ipynb #baf721ba
+def model_device(model:nn.Module, # Any module
+                 default=None,    # Device of a model without parameters; `None` for fastai's `default_device()`
+                ) -> torch.device:
+    "Device of the first parameter of `model`, else `default` (else fastai's default device)"
+    p = next(iter(model.parameters()), None)
+    if p is not None: return p.device
+    return torch.device(default) if default is not None else default_device()
+
+# %% ../nbs/03_models.ipynb #1bcacbd6
+@contextmanager
+def evaluating(*models:nn.Module): # The models to run in eval mode inside the block
+    "Context manager: `models` in eval mode inside the block, each submodule's own mode restored after, also on error"
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models: model.eval()
+        yield
+    finally:
+        for m,training in modes: m.train(training) # parents first, so each module ends with its own mode

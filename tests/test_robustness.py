@@ -16,8 +16,8 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from kdbook.data import mnist1d_dls
-from kdbook.models import cnn1d, count_params
-from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights, _model_device
+from kdbook.models import cnn1d, count_params, model_device
+from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights
 from kdbook.prune import PruneCallback, prunable_layers, bake_masks
 from kdbook.schedules import AttrScheduler
 
@@ -344,8 +344,8 @@ class ToMeta(nn.Module):
 
 def test_device_logic_with_meta(sdls, tmp_path):
     meta = torch.device('meta')
-    assert _model_device(cnn1d(16).to(meta)) == meta
-    assert _model_device(nn.ReLU(), default=meta) == meta                     # no parameters: the default
+    assert model_device(cnn1d(16).to(meta)) == meta
+    assert model_device(nn.ReLU(), default=meta) == meta                     # no parameters: the default
     tm = cnn1d(32)
     t = Teacher(tm).prepare(meta)                                             # moved to the student's device
     assert all(p.is_meta and not p.requires_grad for p in tm.parameters()) and not tm.training
