@@ -140,9 +140,9 @@ def chapter_job(args):
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     from fastai.callback.all import ProgressCallback
-    from kdbook.models import cnn1d
+    from kdbook.models import cnn1d, transfer_weights
     from kdbook.losses import kd_loss, hard_kd_loss, fitnet_loss
-    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache, mask_labels, transfer_weights
+    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache, mask_labels
     seed = s['seed']
     dls = fast_dls(s['bs'], seed)
     if kw.get('keep'): dls = mask_labels(dls, kw['keep'], seed=seed)

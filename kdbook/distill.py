@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, difflib, json, zlib
 from functools import partial
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, torch
 from torch import nn, Tensor
 from fastcore.basics import store_attr, GetAttr
 from fastai.torch_core import default_device, find_bs
@@ -26,7 +26,7 @@ from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
 __all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'same_weights', 'get_module', 'FeatureKDCallback',
-           'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise', 'SoftTargetCache', 'transfer_weights']
+           'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise', 'SoftTargetCache']
 
 # %% ../nbs/05_distill.ipynb #375d5c1b
 def _tensor_crc(ts):
@@ -616,56 +616,3 @@ class SoftTargetCache:
             else: fill = v.min(1, keepdim=True).values - 1e4
             v = fill.expand(len(v), C).clone().scatter_(1, i, v)
         return v.to(device) if device is not None else v
-
-# %% ../nbs/05_distill.ipynb #e649a274
-_wlayers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_bnlayers = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-def transfer_weights(teacher, # The wider trained model (an `nn.Module` or `Learner`)
-                     student, # The model to initialise (an `nn.Module` or `Learner`), changed in place
-                    ) -> pd.DataFrame:
-    "Copy or slice (largest-L1 channels) the teacher's weights into the student's layers of the same name; return a report"
-    t_mods,s_mod = dict(as_module(teacher, 'teacher').named_modules()),as_module(student, 'student')
-    rows,sel,n_prev = [],None,None  # teacher channels kept after the last layer, and how many it had
-    def row(name, action, s, t, note=''): rows.append(dict(layer=name, action=action, student_shape=tuple(s.shape),
-                                                           teacher_shape=None if t is None else tuple(t.shape), note=note))
-    with torch.no_grad():
-        for name,sm in s_mod.named_modules():
-            own = list(sm.named_parameters(recurse=False)) + list(sm.named_buffers(recurse=False))
-            if list(sm.children()) or not own: continue
-            tm = t_mods.get(name)
-            if tm is None or type(tm) is not type(sm):
-                for k,v in own: row(f'{name}.{k}', 'skipped', v, None, 'no layer of that name and type in the teacher')
-                sel = n_prev = None; continue
-            tsd = dict(list(tm.named_parameters(recurse=False)) + list(tm.named_buffers(recurse=False)))
-            if isinstance(sm, _wlayers):
-                ws,wt = sm.weight,tm.weight
-                o_s,i_s,o_t,i_t = ws.shape[0],ws.shape[1],wt.shape[0],wt.shape[1]
-                why = ''
-                if ws.shape[2:] != wt.shape[2:] or getattr(sm, 'groups', 1) != 1: why = 'kernel size or groups differ'
-                elif o_s > o_t or i_s > i_t: why = 'student is wider than the teacher'
-                if i_s == i_t: in_idx = torch.arange(i_t)
-                elif not why and sel is not None and i_t % n_prev == 0 and i_s == len(sel)*(i_t//n_prev):
-                    r = i_t//n_prev
-                    in_idx = (sel[:, None]*r + torch.arange(r)).flatten()
-                elif not why: why = 'input width differs and the previous layer gives no channel map'
-                if why:
-                    for k,v in own: row(f'{name}.{k}', 'skipped', v, tsd.get(k), why)
-                    sel = n_prev = None; continue
-                out_idx = torch.arange(o_t) if o_s == o_t else wt.abs().flatten(1).sum(1).topk(o_s).indices.sort().values
-                for k,v in own:
-                    src = tsd[k][out_idx.to(tsd[k].device)]
-                    if k == 'weight': src = src[:, in_idx.to(src.device)]
-                    v.copy_(src)
-                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
-                sel,n_prev = out_idx,o_t
-            elif isinstance(sm, _bnlayers) and sel is not None and len(sel) == sm.num_features and n_prev == tm.num_features:
-                for k,v in own:
-                    src = tsd[k] if tsd[k].dim() == 0 else tsd[k][sel.to(tsd[k].device)]
-                    v.copy_(src)
-                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
-            else:
-                for k,v in own:
-                    if k in tsd and tsd[k].shape == v.shape: v.copy_(tsd[k]); row(f'{name}.{k}', 'copied', v, tsd[k])
-                    else: row(f'{name}.{k}', 'skipped', v, tsd.get(k), 'shapes differ')
-    return pd.DataFrame(rows, columns=['layer', 'action', 'student_shape', 'teacher_shape', 'note'])

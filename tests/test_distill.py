@@ -13,10 +13,10 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
 from kdbook.data import arrays_dls, mnist1d_dls
-from kdbook.models import cnn1d, mlp
+from kdbook.models import cnn1d, mlp, transfer_weights
 from kdbook.losses import kd_loss, dkd_loss, attention_loss
 from kdbook.distill import (Teacher, as_teacher, KDCallback, FeatureKDCallback, InputNoise, SoftTargetCache,
-                            mask_labels, MaskedAccuracy, transfer_weights, snapshot, same_weights)
+                            mask_labels, MaskedAccuracy, snapshot, same_weights)
 
 torch.set_num_threads(1)
 
