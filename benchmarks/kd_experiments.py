@@ -101,7 +101,8 @@ def train_student(args):
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     from fastai.callback.all import ProgressCallback
     from kdbook.models import cnn1d
-    from kdbook.distill import KDCallback, SoftTargetCache, InputNoise, Teacher, mask_labels
+    from kdbook.data import InputNoise, mask_labels
+    from kdbook.distill import KDCallback, SoftTargetCache, Teacher
     d = job_spec(key, s)
     dls = fast_dls(s['bs'], seed)
     if d['keep'] is not None: dls = mask_labels(dls, d['keep'], seed=seed)
@@ -142,7 +143,8 @@ def chapter_job(args):
     from fastai.callback.all import ProgressCallback
     from kdbook.models import cnn1d, transfer_weights
     from kdbook.losses import kd_loss, hard_kd_loss, fitnet_loss
-    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache, mask_labels
+    from kdbook.data import mask_labels
+    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache
     seed = s['seed']
     dls = fast_dls(s['bs'], seed)
     if kw.get('keep'): dls = mask_labels(dls, kw['keep'], seed=seed)

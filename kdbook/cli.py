@@ -16,10 +16,10 @@ from fastcore.xtras import Config
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
 from fastai.callback.schedule import fit_one_cycle, combine_scheds, SchedNo
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
-from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device
+from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
-from .distill import KDCallback, mask_labels
+from .distill import KDCallback
 from .schedules import SchedAgp
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, _saved_state, _top1

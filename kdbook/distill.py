@@ -6,27 +6,27 @@ Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
 # %% ../nbs/05_distill.ipynb #b66a718d
 from __future__ import annotations
-import copy, difflib, json, zlib
+import difflib, json, zlib
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
 from torch import nn, Tensor
-from fastcore.basics import store_attr, GetAttr
 from fastai.torch_core import default_device, find_bs
-from fastai.learner import Metric, ValueMetric
+from fastai.learner import ValueMetric
 from fastai.callback.core import Callback
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
+from .data import InputNoise
 from .models import as_module, model_device
 from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
 __all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'same_weights', 'get_module', 'FeatureKDCallback',
-           'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise', 'SoftTargetCache']
+           'SoftTargetCache']
 
 # %% ../nbs/05_distill.ipynb #375d5c1b
 def _tensor_crc(ts):
@@ -437,76 +437,6 @@ class FeatureKDCallback(Callback):
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
-
-# %% ../nbs/05_distill.ipynb #7199e4a6
-class HiddenLabels(GetAttr):
-    "View of a fastai dataset whose samples `hidden` have their label replaced by `ignore_index`"
-    _default = 'ds'
-    def __init__(self,
-        ds,                    # A fastai `Datasets` of `(x, y)` items
-        hidden,                # Indices of the samples whose label is hidden
-        ignore_index:int=-100, # Label given to the hidden samples
-    ):
-        self.ds,self.ignore_index = ds,ignore_index
-        self.hidden = np.zeros(len(ds), dtype=bool)
-        self.hidden[np.asarray(list(hidden), dtype=int)] = True
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i):
-        it = self.ds[i]
-        if not self.hidden[i]: return it
-        *x,y = it
-        return (*x, torch.full_like(torch.as_tensor(y), self.ignore_index))
-
-def mask_labels(dls:DataLoaders,       # Classification `DataLoaders` (e.g. from `kdbook.data`)
-                keep_pct:float=0.1,    # Share of training labels kept, in [0, 1], stratified by class
-                seed:int=0,            # Seed of the choice of kept labels
-                ignore_index:int=-100, # Label of the unlabelled samples
-               ) -> DataLoaders:
-    "New `DataLoaders` whose training labels are hidden (set to `ignore_index`) except for a stratified `keep_pct`"
-    if not 0 <= keep_pct <= 1: raise ValueError(f"mask_labels: keep_pct must be in [0, 1], got {keep_pct}")
-    ds = dls.train.dataset
-    y = np.array([int(ds[i][-1]) for i in range(len(ds))])
-    if (y == ignore_index).any(): raise ValueError("mask_labels: the training set already has hidden labels; mask the original dls")
-    g,keep = np.random.default_rng(seed),[]
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        keep += list(g.choice(idx, int(round(keep_pct*len(idx))), replace=False))
-    hidden = np.setdiff1d(np.arange(len(y)), keep)
-    train = dls.train.new(dataset=HiddenLabels(ds, hidden, ignore_index))
-    train.rng = copy.deepcopy(dls.train.rng)
-    return DataLoaders(train, *dls.loaders[1:], path=dls.path, device=dls.device)
-
-class MaskedAccuracy(Metric):
-    "Accuracy over the samples whose label is not `ignore_index`"
-    def __init__(self, ignore_index:int=-100): self.ignore_index = ignore_index # Label of unlabelled samples
-    def reset(self): self.correct,self.count = 0,0
-    def accumulate(self, learn):
-        p,y = learn.pred.argmax(-1),learn.yb[0]
-        keep = y != self.ignore_index
-        self.correct += int((p[keep] == y[keep]).sum()); self.count += int(keep.sum())
-    @property
-    def value(self): return self.correct/self.count if self.count else None
-    @property
-    def name(self): return 'masked_accuracy'
-
-# %% ../nbs/05_distill.ipynb #8bfe73a6
-class InputNoise(Callback):
-    "Random circular shift and Gaussian noise on the training inputs, seen by student and teacher alike"
-    order,run_valid = MixHandler.order-1,False
-    def __init__(self,
-        std:float=0.1,    # Standard deviation of the added Gaussian noise, >= 0
-        max_shift:int=0,  # Largest circular shift along the last dim, in steps, >= 0
-    ):
-        if not std >= 0 or not max_shift >= 0: raise ValueError(f"InputNoise: std and max_shift must be >= 0, got {std}, {max_shift}")
-        store_attr()
-    def before_batch(self):
-        x = self.learn.xb[0]
-        if self.max_shift:
-            L = x.shape[-1]
-            s = torch.randint(-self.max_shift, self.max_shift+1, (x.shape[0],) + (1,)*(x.dim()-1), device=x.device)
-            x = x.gather(-1, (torch.arange(L, device=x.device) - s) % L)
-        if self.std: x = x + self.std*torch.randn_like(x)
-        self.learn.xb = (x, *self.learn.xb[1:])
 
 # %% ../nbs/05_distill.ipynb #a1fb8b71
 def _data_crc(ds, n=16):

@@ -12,11 +12,10 @@ from fastai.callback.schedule import *  # fit_one_cycle, lr_find, fine_tune
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
-from kdbook.data import arrays_dls, mnist1d_dls
+from kdbook.data import arrays_dls, mnist1d_dls, InputNoise, mask_labels, MaskedAccuracy
 from kdbook.models import cnn1d, mlp, transfer_weights
 from kdbook.losses import kd_loss, dkd_loss, attention_loss
-from kdbook.distill import (Teacher, as_teacher, KDCallback, FeatureKDCallback, InputNoise, SoftTargetCache,
-                            mask_labels, MaskedAccuracy, snapshot, same_weights)
+from kdbook.distill import Teacher, as_teacher, KDCallback, FeatureKDCallback, SoftTargetCache, snapshot, same_weights
 
 torch.set_num_threads(1)
 
