@@ -102,7 +102,8 @@ def train_student(args):
     from fastai.callback.all import ProgressCallback
     from kdbook.models import cnn1d
     from kdbook.data import InputNoise, mask_labels
-    from kdbook.distill import KDCallback, SoftTargetCache, Teacher
+    from kdbook.teacher import Teacher
+    from kdbook.distill import KDCallback, SoftTargetCache
     d = job_spec(key, s)
     dls = fast_dls(s['bs'], seed)
     if d['keep'] is not None: dls = mask_labels(dls, d['keep'], seed=seed)

@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
 # %% ../nbs/05_distill.ipynb #b66a718d
 from __future__ import annotations
-import difflib, json, zlib
+import difflib, json
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
@@ -20,83 +20,13 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
 from .data import InputNoise
-from .models import as_module, model_device
+from .models import model_device
+from .teacher import as_teacher, tensor_crc
 from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
-__all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'same_weights', 'get_module', 'FeatureKDCallback',
-           'SoftTargetCache']
-
-# %% ../nbs/05_distill.ipynb #375d5c1b
-def _tensor_crc(ts):
-    "CRC32 of the bytes of the tensors `ts`: a cheap fingerprint of weights or data"
-    crc = 0
-    for t in ts:
-        t = t.detach().reshape(-1).contiguous().cpu()
-        crc = zlib.crc32(str((tuple(t.shape), str(t.dtype))).encode(), crc)
-        crc = zlib.crc32(t.view(torch.uint8).numpy().tobytes(), crc)
-    return crc
-
-class Teacher:
-    "A frozen teacher: a model, a `Learner`'s model, or an ensemble averaging their logits; eval mode, no grad"
-    def __init__(self,
-        model, # An `nn.Module`, a fastai `Learner`, or a list of them (an ensemble)
-    ):
-        ms = list(model) if isinstance(model, (list, tuple)) else [model]
-        if not ms: raise ValueError("Teacher: got an empty list; pass a model, a Learner or a non-empty list of them")
-        self.models = [as_module(m, f'teacher[{i}]' if len(ms) > 1 else 'teacher') for i,m in enumerate(ms)]
-        self.n_calls,self._xb,self._out,self._rg = 0,None,None,None
-
-    def prepare(self, device=None): # Device of the student; `None` keeps the teacher where it is
-        "Move the teacher to `device`, freeze its parameters and put it in eval mode"
-        if device is not None and torch.device(device).type != 'meta' and any(p.is_meta for p in self.parameters()):
-            raise ValueError(f"Teacher: its weights are on the 'meta' device (shapes without values), so it cannot run on "
-                             f"{device}; give it real weights first, e.g. `model.to_empty(device=...)` and `load_state_dict`")
-        if self._rg is None: self._rg = [p.requires_grad for p in self.parameters()]
-        for m in self.models:
-            if device is not None: m.to(device)
-            m.requires_grad_(False).eval()
-        return self
-
-    def release(self):
-        "Give the parameters back their `requires_grad` flags from before `prepare` (the teacher stays in eval mode)"
-        if self._rg is not None:
-            for p,rg in zip(self.parameters(), self._rg): p.requires_grad_(rg)
-        self._rg = None
-        self.reset()
-
-    def __call__(self, *xb):
-        "Mean output of the teacher models on the batch `xb`, computed without grad in eval mode"
-        if self._xb is not None and len(xb) == len(self._xb) and all(a is b for a,b in zip(xb, self._xb)): return self._out
-        with torch.no_grad():
-            outs = []
-            for m in self.models:
-                if m.training: m.eval()
-                outs.append(m(*xb))
-            out = outs[0] if len(outs) == 1 else torch.stack([o.float() for o in outs]).mean(0)
-        self._xb,self._out = xb,out
-        self.n_calls += 1
-        return out
-
-    def reset(self):
-        "Forget the memoised last batch"
-        self._xb = self._out = None
-
-    def parameters(self):
-        "All parameters of the teacher models"
-        return [p for m in self.models for p in m.parameters()]
-
-    def fingerprint(self) -> int:
-        "CRC32 of every parameter and buffer: changes when the teacher's weights do"
-        return _tensor_crc(t for m in self.models for t in m.state_dict().values())
-
-    def __repr__(self): return f"Teacher({', '.join(type(m).__name__ for m in self.models)})"
-
-def as_teacher(teacher, # A `Teacher`, an `nn.Module`, a fastai `Learner` or a list of them
-              ) -> Teacher:
-    "`teacher` wrapped in a `Teacher` (returned as is if it already is one)"
-    return teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+__all__ = ['loss_terms', 'KDCallback', 'get_module', 'FeatureKDCallback', 'SoftTargetCache']
 
 # %% ../nbs/05_distill.ipynb #67740a06
 def _fname(f):
@@ -274,19 +204,6 @@ class KDCallback(Callback):
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
 
-# %% ../nbs/05_distill.ipynb #769b623a
-def snapshot(model:nn.Module, # Any module
-            ) -> dict:
-    "Copies of every parameter and buffer of `model`, to check later that nothing changed"
-    return {k: v.detach().clone() for k,v in model.state_dict().items()}
-
-def same_weights(model:nn.Module, # Any module
-                 snap:dict,       # A `snapshot` taken earlier
-                ) -> bool:
-    "True if every tensor of `model` is bitwise equal to the `snapshot`, wherever the model has moved since"
-    sd = model.state_dict()
-    return sd.keys() == snap.keys() and all(torch.equal(sd[k].detach().to(v.device), v) for k,v in snap.items())
-
 # %% ../nbs/05_distill.ipynb #0aa1bfb3
 def get_module(model:nn.Module, # The model to search
                path:str,        # Module path as in `model.named_modules()`, e.g. 'block2' or 'block2.0'
@@ -442,7 +359,7 @@ class FeatureKDCallback(Callback):
 def _data_crc(ds, n=16):
     "Checksum of the inputs of the first `n` items of `ds`: tensors, arrays or images (fastai vision's PIL items)"
     as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.array(o)) # a copy: a PIL image's array is read-only
-    return _tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
+    return tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
 
 def _random_tfms(dl):
     "Training-only (random) transforms of a fastai loader"

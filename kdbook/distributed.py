@@ -24,7 +24,8 @@ from fastai.distributed import DistributedDL, DistributedTrainer, teardown_distr
 from .compat import AnyDeviceDistributedDL
 from .data import mnist1d_dls
 from .models import cnn1d, model_device as _model_device
-from .distill import Teacher, KDCallback, SoftTargetCache, _tensor_crc
+from .teacher import Teacher, tensor_crc as _tensor_crc
+from .distill import KDCallback, SoftTargetCache
 from .prune import PruneCallback
 from .report import dl_accuracy
 

@@ -15,7 +15,8 @@ from fastai.optimizer import OptimWrapper
 from kdbook.data import arrays_dls, mnist1d_dls, InputNoise, mask_labels, MaskedAccuracy
 from kdbook.models import cnn1d, mlp, transfer_weights
 from kdbook.losses import kd_loss, dkd_loss, attention_loss
-from kdbook.distill import Teacher, as_teacher, KDCallback, FeatureKDCallback, SoftTargetCache, snapshot, same_weights
+from kdbook.teacher import Teacher, as_teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,8 @@ from kdbook.data import arrays_dls
 from kdbook.models import mlp
 from kdbook.losses import (kd_loss, soft_ce_loss, hard_kd_loss, bce_kd_loss, logit_mse_loss, regression_kd_loss,
                            dkd_loss, fitnet_loss, attention_loss, rkd_loss, pkt_loss)
-from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights
+from kdbook.teacher import Teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback
 from kdbook.prune import PruneCallback, compute_masks, GRANULARITIES, CRITERIA, SCOPES
 
 torch.set_num_threads(1)

@@ -17,7 +17,8 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d, count_params, model_device
-from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights
+from kdbook.teacher import Teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback
 from kdbook.prune import PruneCallback, prunable_layers, bake_masks
 from kdbook.schedules import AttrScheduler
 
