@@ -36,7 +36,8 @@ from fastai.losses import CrossEntropyLossFlat
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d
 from kdbook.teacher import Teacher
-from kdbook.distill import KDCallback, SoftTargetCache
+from kdbook.distill import KDCallback
+from kdbook.soft_targets import SoftTargetCache
 
 
 class MinimalKD(Callback):

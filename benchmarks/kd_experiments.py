@@ -103,7 +103,8 @@ def train_student(args):
     from kdbook.models import cnn1d
     from kdbook.data import InputNoise, mask_labels
     from kdbook.teacher import Teacher
-    from kdbook.distill import KDCallback, SoftTargetCache
+    from kdbook.distill import KDCallback
+    from kdbook.soft_targets import SoftTargetCache
     d = job_spec(key, s)
     dls = fast_dls(s['bs'], seed)
     if d['keep'] is not None: dls = mask_labels(dls, d['keep'], seed=seed)
@@ -145,7 +146,8 @@ def chapter_job(args):
     from kdbook.models import cnn1d, transfer_weights
     from kdbook.losses import kd_loss, hard_kd_loss, fitnet_loss
     from kdbook.data import mask_labels
-    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache
+    from kdbook.distill import KDCallback, FeatureKDCallback
+    from kdbook.soft_targets import SoftTargetCache
     seed = s['seed']
     dls = fast_dls(s['bs'], seed)
     if kw.get('keep'): dls = mask_labels(dls, kw['keep'], seed=seed)

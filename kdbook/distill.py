@@ -6,27 +6,24 @@ Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
 # %% ../nbs/05_distill.ipynb #b66a718d
 from __future__ import annotations
-import difflib, json
+import difflib
 from functools import partial
-from pathlib import Path
-import numpy as np, torch
+import torch
 from torch import nn, Tensor
-from fastai.torch_core import default_device, find_bs
+from fastai.torch_core import find_bs
 from fastai.learner import ValueMetric
 from fastai.callback.core import Callback
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
 from .data import InputNoise
 from .models import model_device
-from .teacher import as_teacher, tensor_crc
+from .teacher import as_teacher
 from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
-__all__ = ['loss_terms', 'KDCallback', 'get_module', 'FeatureKDCallback', 'SoftTargetCache']
+__all__ = ['loss_terms', 'KDCallback', 'get_module', 'FeatureKDCallback']
 
 # %% ../nbs/05_distill.ipynb #67740a06
 def _fname(f):
@@ -354,112 +351,3 @@ class FeatureKDCallback(Callback):
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
-
-# %% ../nbs/05_distill.ipynb #a1fb8b71
-def _data_crc(ds, n=16):
-    "Checksum of the inputs of the first `n` items of `ds`: tensors, arrays or images (fastai vision's PIL items)"
-    as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.array(o)) # a copy: a PIL image's array is read-only
-    return tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
-
-def _random_tfms(dl):
-    "Training-only (random) transforms of a fastai loader"
-    if isinstance(vars(dl).get('dl'), DataLoader): dl = dl.dl # the loader inside fastai's `DistributedDL`
-    fs = [f for n in ('after_item', 'after_batch') for f in getattr(getattr(dl, n, None), 'fs', [])]
-    return [type(f).__name__ for f in fs if getattr(f, 'split_idx', None) == 0]
-
-class SoftTargetCache:
-    "Teacher logits over a training set, computed once, stored in fp16 (optionally top-k), in RAM or memory-mapped"
-    def __init__(self,
-        values,            # (n, C) float16 logits, or (n, k) top-k logits; an array or a memmap
-        indices=None,      # (n, k) class indices of the top-k logits; None for full logits
-        lse=None,          # (n,) logsumexp of the full logits (for `fill='uniform'`)
-        n_classes=None,    # Number of classes C; default `values.shape[1]`
-        fingerprint=None,  # Dict describing the dataset and teacher the cache was built for
-        fill='uniform',    # Completion of top-k logits: 'uniform' or 'drop'
-    ):
-        if fill not in ('uniform', 'drop'): raise ValueError(f"SoftTargetCache: fill must be 'uniform' or 'drop', got {fill!r}")
-        self.values,self.indices,self.lse,self.fill = values,indices,lse,fill
-        self.n_classes = n_classes or values.shape[1]
-        self.fingerprint = dict(fingerprint or {})
-
-    def __len__(self): return len(self.values)
-
-    @classmethod
-    def build(cls,
-        teacher,          # `Teacher`, `nn.Module`, `Learner` or list of them
-        dl,               # The training `DataLoader` (or `DataLoaders`, whose `train` is used)
-        topk:int=None,    # Keep only the `topk` largest logits per sample; None keeps all
-        path=None,        # Directory for memory-mapped `.npy` files; None keeps the cache in RAM
-        fill:str='uniform', # How top-k logits are completed: 'uniform' or 'drop' (see above)
-    ) -> 'SoftTargetCache':
-        "Run `teacher` once over `dl`'s dataset in order and store its logits"
-        if isinstance(dl, DataLoaders): dl = dl.train
-        bad = _random_tfms(dl)
-        if bad: raise ValueError(f"SoftTargetCache: the loader has random training transforms {bad}; a cache would freeze one "
-                                 f"draw of them. Use the online teacher (KDCallback without cache) for augmented data")
-        t = as_teacher(teacher).prepare(dl.device or default_device())
-        loader = dl.new(shuffle=False, drop_last=False)
-        n_inp = getattr(dl, 'n_inp', 1)
-        try: outs = torch.cat([t(*b[:n_inp]).float().cpu() for b in loader])
-        finally: t.release()
-        n,C = outs.shape
-        if len(outs) != len(dl.dataset): raise ValueError(f"SoftTargetCache: got {len(outs)} outputs for {len(dl.dataset)} samples")
-        if outs.abs().max() > 65000: raise ValueError("SoftTargetCache: teacher logits exceed the float16 range (65504)")
-        if topk is not None and not 0 < topk <= C: raise ValueError(f"SoftTargetCache: topk must be in [1, {C}], got {topk}")
-        fp = dict(n=len(dl.dataset), n_classes=C, data=_data_crc(dl.dataset), teacher=t.fingerprint(), topk=topk)
-        arrs = {}
-        if topk is None or topk == C: arrs['values'] = outs.half().numpy()
-        else:
-            v,i = outs.topk(topk, dim=1)
-            arrs['values'] = v.half().numpy()
-            arrs['indices'] = i.numpy().astype(np.int16 if C < 2**15 else np.int32)
-            arrs['lse'] = outs.logsumexp(1).numpy().astype(np.float32)
-        if path is not None:
-            path = Path(path); path.mkdir(parents=True, exist_ok=True)
-            for k,a in arrs.items(): np.save(path/f'{k}.npy', a)
-            (path/'meta.json').write_text(json.dumps(dict(fingerprint=fp, fill=fill, n_classes=C)))
-            return cls.load(path)
-        return cls(arrs['values'], arrs.get('indices'), arrs.get('lse'), C, fp, fill)
-
-    @classmethod
-    def load(cls, path): # Directory written by `build(..., path=path)`
-        "Open a cache saved in `path`, memory-mapped"
-        path = Path(path)
-        if not (path/'meta.json').exists(): raise ValueError(f"SoftTargetCache: no cache in {path} (meta.json missing)")
-        meta = json.loads((path/'meta.json').read_text())
-        arr = lambda k: np.load(path/f'{k}.npy', mmap_mode='r') if (path/f'{k}.npy').exists() else None
-        return cls(arr('values'), arr('indices'), arr('lse'), meta['n_classes'], meta['fingerprint'], meta['fill'])
-
-    def check(self,
-        dl,           # The training `DataLoader` the cache will be read with
-        teacher=None, # The teacher, to compare weight checksums (optional)
-    ):
-        "Raise a ValueError if the cache was built for another dataset or teacher"
-        fp,ds = self.fingerprint,dl.dataset
-        if fp.get('n') != len(ds):
-            raise ValueError(f"SoftTargetCache: stale cache: built for {fp.get('n')} samples but the training set has {len(ds)}; "
-                             f"rebuild it with SoftTargetCache.build(teacher, dls.train)")
-        if fp.get('data') != _data_crc(ds):
-            raise ValueError("SoftTargetCache: stale cache: the training inputs differ from those it was built on; rebuild it")
-        if teacher is not None and fp.get('teacher') != as_teacher(teacher).fingerprint():
-            raise ValueError("SoftTargetCache: stale cache: built with a teacher with different weights; rebuild it")
-        bad = _random_tfms(dl)
-        if bad: raise ValueError(f"SoftTargetCache: the training loader has random transforms {bad}; use the online teacher")
-
-    def get(self,
-        idxs,        # Dataset indices of the samples of a batch
-        device=None, # Device of the returned logits
-    ) -> Tensor:
-        "Teacher logits (float32, `(len(idxs), n_classes)`) of the samples `idxs`"
-        idxs = np.asarray(idxs, dtype=np.int64)
-        v = torch.from_numpy(np.asarray(self.values[idxs], dtype=np.float32))
-        if self.indices is not None:
-            i = torch.from_numpy(np.asarray(self.indices[idxs], dtype=np.int64))
-            k,C = v.shape[1],self.n_classes
-            if self.fill == 'uniform':
-                lse = torch.from_numpy(np.asarray(self.lse[idxs], dtype=np.float32))[:, None]
-                rest = (1 - (v - lse).exp().sum(1, keepdim=True)).clamp(min=1e-12)
-                fill = (rest/(C-k)).log() + lse
-            else: fill = v.min(1, keepdim=True).values - 1e4
-            v = fill.expand(len(v), C).clone().scatter_(1, i, v)
-        return v.to(device) if device is not None else v

@@ -25,7 +25,8 @@ from .compat import AnyDeviceDistributedDL
 from .data import mnist1d_dls
 from .models import cnn1d, model_device as _model_device
 from .teacher import Teacher, tensor_crc as _tensor_crc
-from .distill import KDCallback, SoftTargetCache
+from .distill import KDCallback
+from .soft_targets import SoftTargetCache
 from .prune import PruneCallback
 from .report import dl_accuracy
 

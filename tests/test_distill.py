@@ -16,7 +16,8 @@ from kdbook.data import arrays_dls, mnist1d_dls, InputNoise, mask_labels, Masked
 from kdbook.models import cnn1d, mlp, transfer_weights
 from kdbook.losses import kd_loss, dkd_loss, attention_loss
 from kdbook.teacher import Teacher, as_teacher, snapshot, same_weights
-from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache
+from kdbook.distill import KDCallback, FeatureKDCallback
+from kdbook.soft_targets import SoftTargetCache
 
 torch.set_num_threads(1)
 

@@ -23,7 +23,8 @@ def worker(out):
     from kdbook.data import mnist1d_dls
     from kdbook.models import cnn1d
     from kdbook.teacher import Teacher
-    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache
+    from kdbook.distill import KDCallback, FeatureKDCallback
+    from kdbook.soft_targets import SoftTargetCache
     from kdbook.prune import PruneCallback, lottery_ticket
     import torch.distributed as dist
     from kdbook.distributed import setup_process_group, distrib_ctx, gather_object, teardown_distrib

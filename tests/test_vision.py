@@ -11,7 +11,8 @@ from fastai.vision.all import vision_learner, resnet18, Learner, CrossEntropyLos
 from kdbook.data import mnist_dls
 from kdbook.models import cnn2d, count_params
 from kdbook.teacher import snapshot, same_weights
-from kdbook.distill import KDCallback, SoftTargetCache
+from kdbook.distill import KDCallback
+from kdbook.soft_targets import SoftTargetCache
 from kdbook.prune import PruneCallback, prunable_layers
 
 
