@@ -44,18 +44,23 @@ _fastai_cancels = (CancelBatchException, CancelTrainException, CancelValidExcept
 
 class FitErrorGuard:
     "Stands in for `learn._with_events` during a fit: runs the registered cleanups when an error escapes an event"
-    def __init__(self, learn): self.learn,self.fs,self._own,self._orig = learn,[],learn.__dict__.get('_with_events'),learn._with_events
+    def __init__(self, learn):
+        self.learn,self.fs,self._own,self._orig = learn,[],learn.__dict__.get('_with_events'),learn._with_events
+        self._depth,self._cleaned = 0,[] # nesting of guarded events; errors cleaned up in the outermost one
     def __call__(self, *args, **kwargs):
+        self._depth += 1
         try: return self._orig(*args, **kwargs)
         except _fastai_cancels: raise # fastai handles these itself and runs `after_cancel_*` and `after_fit`
         except BaseException as e:    # an error or Ctrl-C: fastai runs no `after_fit`
-            if not getattr(e, '_kdbook_cleaned', False): # the error passes every nested event: clean up once
+            if not any(e is o for o in self._cleaned): # the error passes every nested event: clean up once
+                self._cleaned.append(e)
                 for f in list(self.fs):
                     try: f()
                     except Exception: pass # the original error is the one to report
-                try: e._kdbook_cleaned = True
-                except AttributeError: pass
             raise
+        finally:
+            self._depth -= 1
+            if not self._depth: self._cleaned = [] # the same exception object raised in a later fit is cleaned again
     def remove(self):
         "Give `learn` its own `_with_events` back"
         if self.learn.__dict__.get('_with_events') is not self: return
