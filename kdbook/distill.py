@@ -1,4 +1,4 @@
-"""A frozen teacher, KD callbacks for fastai, feature hints, unlabelled transfer data, a soft-target cache and weight transfer.
+"""Knowledge distillation as fastai callbacks: loss terms, `KDCallback` for outputs, `FeatureKDCallback` for features.
 
 Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
@@ -18,7 +18,7 @@ from fastai.callback.mixup import MixHandler
 from fastai.optimizer import OptimWrapper
 from .data import InputNoise
 from .models import model_device
-from .teacher import as_teacher
+from .teacher import Teacher, as_teacher
 from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
@@ -59,6 +59,16 @@ def _check_not_shared(teacher, model):
         raise ValueError("The teacher shares parameters with the student (learn.model); distil from a copy, e.g. "
                          "`copy.deepcopy(model)`")
 
+def _check_one_teacher(cb):
+    "Raise if another callback of the Learner wraps one of `cb.teacher`'s models in a `Teacher` object of its own"
+    ids = {id(m) for m in cb.teacher.models}
+    for o in cb.learn.cbs:
+        t = getattr(o, 'teacher', None)
+        if o is not cb and isinstance(t, Teacher) and t is not cb.teacher and any(id(m) in ids for m in t.models):
+            raise ValueError(f"{type(cb).__name__} and {type(o).__name__} wrap the same teacher model in two Teacher "
+                             f"objects, so it would run twice per batch; create one `t = Teacher(model)` and pass the "
+                             f"same Teacher to both callbacks")
+
 def _is_mix_loss(lf): return isinstance(getattr(lf, '__self__', None), MixHandler)
 
 class KDCallback(Callback):
@@ -73,9 +83,11 @@ class KDCallback(Callback):
         cache=None,        # A `SoftTargetCache` of the training set, read instead of running the teacher
         ignore_index:int|None=-100, # Label of unlabelled samples (task loss skipped); None to disable the check
     ):
-        if teacher is None and cache is None: raise ValueError("KDCallback needs a teacher or a cache (SoftTargetCache.build(teacher, dls.train))")
+        if teacher is None and cache is None:
+            raise ValueError("KDCallback needs a teacher or a cache (SoftTargetCache.build(teacher, dls.train))")
         self.teacher = None if teacher is None else as_teacher(teacher)
-        self.loss_terms,self.alpha,self.T,self.cache,self.ignore_index = loss_terms(loss_func),alpha,T,cache,ignore_index
+        self.loss_terms,self.alpha,self.T = loss_terms(loss_func),alpha,T
+        self.cache,self.ignore_index = cache,ignore_index
 
     def _init_state(self):
         "After unpickling (e.g. `load_learner`) the teacher and the cache are gone"
@@ -99,6 +111,7 @@ class KDCallback(Callback):
         "Freeze the teacher on the student's device, add the loss columns"
         if getattr(self, '_mets', None): self.after_fit() # the last fit died before its after_fit: finish it first
         if self.teacher is not None:
+            _check_one_teacher(self)
             _check_not_shared(self.teacher, self.learn.model)
             self.teacher.prepare(model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
         self._log,self._checked = [],False
@@ -122,8 +135,9 @@ class KDCallback(Callback):
                              "create a new KDCallback(teacher) to train again")
         if self.cache is not None:
             bad = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, (MixHandler, InputNoise))]
-            if bad: raise ValueError(f"KDCallback: a soft-target cache holds the teacher's outputs on clean inputs, but {bad} "
-                                     f"changes the inputs each batch; drop `cache=` and use the online teacher")
+            if bad:
+                raise ValueError(f"KDCallback: a soft-target cache holds the teacher's outputs on clean inputs, but "
+                                 f"{bad} changes the inputs each batch; drop `cache=` and use the online teacher")
             self.cache.check(self.dls.train, self.teacher)
         self._checked = True
 
@@ -153,8 +167,9 @@ class KDCallback(Callback):
         s,t = self.learn.pred,self._t
         if not isinstance(s, Tensor) or not isinstance(t, Tensor) or s.shape != t.shape:
             f = lambda o: tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__
-            raise ValueError(f"KDCallback ({', '.join(r['name'] for r in self.loss_terms)}): student output has shape {f(s)} "
-                             f"but teacher output has shape {f(t)}; they must match (same number of classes)")
+            names = ', '.join(r['name'] for r in self.loss_terms)
+            raise ValueError(f"KDCallback ({names}): student output has shape {f(s)} but teacher output has shape "
+                             f"{f(t)}; they must match (same number of classes)")
 
     def _task_loss(self):
         "The Learner's own loss, restricted to labelled samples (0 if the batch has none)"
@@ -195,7 +210,8 @@ class KDCallback(Callback):
     def after_fit(self):
         "Drop the loss columns and the teacher's memo; put the loader back"
         self.after_train()
-        self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in (getattr(self, '_mets', None) or []))]
+        mets = getattr(self, '_mets', None) or []
+        self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in mets)]
         self._mets = []
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
@@ -216,9 +232,9 @@ def _make_adapter(s, t):
     "A trainable map from student features `s` to the shape of teacher features `t`, or None if they already match"
     if s.shape == t.shape: return None
     if s.dim() != t.dim() or s.shape[2:] != t.shape[2:]:
-        raise ValueError(f"FeatureKDCallback: student feature shape {tuple(s.shape)} cannot be mapped to teacher feature "
-                         f"shape {tuple(t.shape)} by a linear/1x1 adapter (only the channel dim may differ); pick layers "
-                         f"with the same spatial size")
+        raise ValueError(f"FeatureKDCallback: student feature shape {tuple(s.shape)} cannot be mapped to teacher "
+                         f"feature shape {tuple(t.shape)} by a linear/1x1 adapter (only the channel dim may differ); "
+                         f"pick layers with the same spatial size")
     cs,ct = s.shape[1],t.shape[1]
     if s.dim() == 2: return nn.Linear(cs, ct)
     if s.dim() == 3: return nn.Conv1d(cs, ct, 1, bias=False)
@@ -245,24 +261,26 @@ def _opt_remove(opt, params):
 def _norm_layers(layers):
     "`layers` as a list of (student path, teacher path) pairs"
     if isinstance(layers, str): return [(layers, layers)]
-    res = list(layers.items()) if isinstance(layers, dict) else [(o, o) if isinstance(o, str) else tuple(o) for o in layers]
+    if isinstance(layers, dict): res = list(layers.items())
+    else: res = [(o, o) if isinstance(o, str) else tuple(o) for o in layers]
     if not res or any(len(o) != 2 or not all(isinstance(n, str) for n in o) for o in res):
         raise ValueError(f"layers must be a path, a list of paths or of (student, teacher) path pairs, got {layers!r}")
     return res
 
 class FeatureKDCallback(Callback):
-    "Add `weight * sum(loss_func(adapter(student_feature), teacher_feature))` over named layer pairs to the training loss"
+    "Add `weight * sum(loss_func(adapter(student_feature), teacher_feature))` over named layer pairs to the loss"
     order,run_valid = KDCallback.order+1,False
     _stateattrs = ('teacher', 'adapters', '_hooks', '_smods', '_tmods', '_sf', '_tf', '_in_opt', '_met')
     def __init__(self,
-        teacher,                # `Teacher`, `nn.Module`, `Learner` or list of them
+        teacher,                # `Teacher` (the one of a `KDCallback` to share it), `nn.Module`, `Learner` or list
         layers,                 # Module path(s) in both models, or (student path, teacher path) pairs, or a dict
         loss_func=fitnet_loss,  # Feature loss, `f(student_feat, teacher_feat)`, e.g. `fitnet_loss`, `attention_loss`
         weight:float=1.0,       # Weight beta of the feature term, >= 0
         adapter:bool|None=None, # None: an adapter where the shapes differ; False: never (e.g. for attention_loss)
     ):
         if not weight >= 0: raise ValueError(f"FeatureKDCallback: weight must be >= 0, got {weight}")
-        self.teacher,self.pairs,self.feat_loss,self.weight,self.adapter = as_teacher(teacher),_norm_layers(layers),loss_func,weight,adapter
+        self.teacher,self.pairs = as_teacher(teacher),_norm_layers(layers)
+        self.feat_loss,self.weight,self.adapter = loss_func,weight,adapter
         self.adapters,self._hooks,self._in_opt = {},None,[]
 
     def _init_state(self):
@@ -271,16 +289,16 @@ class FeatureKDCallback(Callback):
         self.__dict__['adapters'],self.__dict__['_in_opt'] = self.adapters or {},self._in_opt or []
 
     def before_fit(self):
-        "Find the layers, share the teacher of a `KDCallback`, put existing adapters in the optimizer"
-        if self._in_opt or any(m is getattr(self, '_met', None) for m in self.learn.metrics): self.after_fit() # an interrupted fit
+        "Check the teacher is not wrapped twice, find the layers, put existing adapters in the optimizer"
+        if self._in_opt or any(m is getattr(self, '_met', None) for m in self.learn.metrics):
+            self.after_fit() # an interrupted fit
         self._remove()
+        if self.teacher is not None: _check_one_teacher(self)
         self._sums,self._n,self._in_opt = 0.,0,[]
         self._met = ValueMetric(self._avg, 'feat_loss')
         self.learn.metrics = list(self.learn.metrics) + [self._met]
         on_fit_error(self.learn, self.after_fit)
         if self.teacher is None: return # after load_learner: only `validate`/`predict` work; `before_train` raises
-        for cb in self.learn.cbs:
-            if isinstance(cb, KDCallback) and cb.teacher is not None and cb.teacher.models == self.teacher.models: self.teacher = cb.teacher
         _check_not_shared(self.teacher, self.learn.model)
         tm = self.teacher.models[0]
         try:
@@ -293,8 +311,10 @@ class FeatureKDCallback(Callback):
 
     def _avg(self): return self._sums/self._n if self._n else None
     def before_train(self):
-        if self.teacher is None: raise ValueError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
-                                                  "create a new FeatureKDCallback(teacher, layers) to train again")
+        "Refuse to train without a teacher; reset the epoch average"
+        if self.teacher is None:
+            raise ValueError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
+                             "create a new FeatureKDCallback(teacher, layers) to train again")
         self._sums,self._n = 0.,0
 
     def _join_opt(self, a, dev):
@@ -309,14 +329,15 @@ class FeatureKDCallback(Callback):
         self._hooks = (hook_outputs(self._smods, detach=False), hook_outputs(self._tmods, detach=True))
 
     def after_pred(self):
-        "Run the teacher (if no KDCallback did) and collect the features; unhook"
+        "Run the teacher (a memo hit if a `KDCallback` ran the same `Teacher`) and collect the features; unhook"
         try:
             self.teacher(*self.learn.xb)
             self._sf,self._tf = list(self._hooks[0].stored),list(self._hooks[1].stored)
         finally: self._remove()
         if any(o is None for o in self._tf):
-            raise ValueError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run earlier on "
-                             "this batch by another callback with a different Teacher object? Pass the same Teacher to both")
+            raise ValueError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run earlier "
+                             "on this batch by another callback with a different Teacher object? Pass the same Teacher "
+                             "to both")
 
     def after_loss(self):
         "Add the weighted feature loss"

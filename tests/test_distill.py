@@ -130,8 +130,9 @@ def test_bf16_autocast_cpu(mdls):
 
 def test_export_load_predict_without_teacher(mdls, tmp_path):
     big = cnn1d(256)  # ~0.6M params, 2.4 MB
+    t = Teacher(big)  # one Teacher for both callbacks
     learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                    cbs=[KDCallback(big), FeatureKDCallback(big, 'block2')])
+                    cbs=[KDCallback(t), FeatureKDCallback(t, 'block2')])
     fit(learn, 1, 1e-2)
     learn.export('kd.pkl')
     plain = Learner(mdls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path)
@@ -148,13 +149,14 @@ def test_export_load_predict_without_teacher(mdls, tmp_path):
 
 def test_feature_adapters_and_hooks(mdls):
     tm = cnn1d(64)
-    fk = FeatureKDCallback(tm, [('block2', 'block2'), ('block3.0', 'block3.0')], weight=0.5)
+    t = Teacher(tm)  # one Teacher for both callbacks
+    fk = FeatureKDCallback(t, [('block2', 'block2'), ('block3.0', 'block3.0')], weight=0.5)
     seen = {}
     class Spy(Callback):
         order = FeatureKDCallback.order + 1
         def after_loss(self):
             if self.training: seen['opt'] = {id(p) for p in self.learn.opt.all_params().itemgot(0)}
-    learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(tm), fk, Spy()])
+    learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(t), fk, Spy()])
     fit(learn, 1, 1e-2)
     ad = fk.adapters
     assert set(ad) == {'block2->block2', 'block3.0->block3.0'}
