@@ -21,7 +21,8 @@ def _shape(x): return tuple(x.shape)
 def _check(name, s, t, *, T=None, same_shape=True, min_dim=1, max_dim=None, what='output'):
     "Validate a student/teacher pair for loss `name` and return both in float32"
     for arg,x in (('student',s),('teacher',t)):
-        if not isinstance(x, Tensor): raise ValueError(f"{name}: {arg} {what} must be a torch.Tensor, got {type(x).__name__}")
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name}: {arg} {what} must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < min_dim or (max_dim is not None and x.dim() > max_dim):
             want = f"{min_dim}" if max_dim==min_dim else f"{min_dim} to {max_dim}" if max_dim else f"at least {min_dim}"
             raise ValueError(f"{name}: {arg} {what} has shape {_shape(x)} ({x.dim()} dims) but {want} dims are needed, "
@@ -36,9 +37,11 @@ def _check(name, s, t, *, T=None, same_shape=True, min_dim=1, max_dim=None, what
     if s.shape[0] != t.shape[0]:
         raise ValueError(f"{name}: student {what} has batch size {s.shape[0]} but teacher {what} has {t.shape[0]}; "
                          f"run both models on the same batch")
-    if T is not None and not 0 < T < float('inf'): raise ValueError(f"{name}: temperature T must be > 0 and finite, got T={T}")
+    if T is not None and not 0 < T < float('inf'):
+        raise ValueError(f"{name}: temperature T must be > 0 and finite, got T={T}")
     if s.device.type != 'meta' and s.numel() and t.numel():
-        with torch.no_grad(): ok = bool(torch.isfinite(s.sum() + t.sum())) # one read-back: a NaN/inf anywhere makes the sum non-finite
+        # one read-back: a NaN/inf anywhere makes the sum non-finite
+        with torch.no_grad(): ok = bool(torch.isfinite(s.sum() + t.sum()))
         if not ok: # find which one (a sum of huge finite values can also overflow: then nothing is raised)
             for arg,x in (('student',s),('teacher',t)):
                 if not torch.isfinite(x).all():
@@ -52,7 +55,8 @@ def _zero(s):
 
 def _no_autocast(x):
     "Context that disables autocast on `x`'s device, so matmuls stay in float32"
-    return torch.autocast(x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type) else nullcontext()
+    if not torch.amp.is_autocast_available(x.device.type): return nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
 
 # %% ../nbs/00_losses.ipynb #82762b10
 def kd_keywords(*names:str, # Keywords the loss takes from a distillation callback: 'T' and/or 'target'
@@ -91,7 +95,8 @@ def kd_loss(s:Tensor, # Student logits, (batch_size, n_classes)
     s,t = _check('kd_loss', s, t, T=T, min_dim=2, max_dim=2, what='output')
     if not len(s): return _zero(s)
     if standardize: s,t = _standardize(s),_standardize(t)
-    with torch.set_grad_enabled(t.requires_grad and torch.is_grad_enabled()): lt = F.log_softmax(t/T, 1) # no graph for a frozen teacher
+    with torch.set_grad_enabled(t.requires_grad and torch.is_grad_enabled()): # no graph for a frozen teacher
+        lt = F.log_softmax(t/T, 1)
     return F.kl_div(F.log_softmax(s/T, 1), lt, log_target=True, reduction='batchmean') * T**2
 
 # %% ../nbs/00_losses.ipynb #7340bfdc

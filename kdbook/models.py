@@ -1,4 +1,4 @@
-"""Teacher and student factories sized by arguments, the helpers every chapter applies to a model (size, device, eval mode), and weight transfer from a wide model to a narrow one.
+"""Teacher and student factories sized by arguments, the helpers every chapter applies to a model, and weight transfer.
 
 Docs: https://kdbook.github.io/kdbook/models.html.md"""
 
@@ -62,7 +62,8 @@ def conv_block(
 
 def _check_width(**kw):
     for k, v in kw.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0: raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
 
 def cnn1d(
     ch:int=64,      # Channels of every conv block: 64 for the teacher, 16 for the student
@@ -75,8 +76,8 @@ def cnn1d(
     _check_width(ch=ch, n_out=n_out, n_in=n_in, seq_len=seq_len)
     L = seq_len
     for _ in range(3): L = (L + 1) // 2
-    return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, ks), block2=conv_block(ch, ch), block3=conv_block(ch, ch),
-                                     flatten=nn.Flatten(), head=nn.Linear(ch*L, n_out)))
+    return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, ks), block2=conv_block(ch, ch),
+                                     block3=conv_block(ch, ch), flatten=nn.Flatten(), head=nn.Linear(ch*L, n_out)))
 
 # %% ../nbs/03_models.ipynb #c2fa76b3
 def mlp(
@@ -107,7 +108,8 @@ def cnn2d(
     s = size
     for _ in range(3): s = (s + 1) // 2
     return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, 3, ndim=2), block2=conv_block(ch, ch, 3, ndim=2),
-                                     block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(), head=nn.Linear(ch*s*s, n_out)))
+                                     block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(),
+                                     head=nn.Linear(ch*s*s, n_out)))
 
 # %% ../nbs/03_models.ipynb #baf721ba
 def model_device(model:nn.Module, # Any module
@@ -165,7 +167,8 @@ def transfer_weights(teacher, # The wider trained model (an `nn.Module` or `Lear
                 if why:
                     for k,v in own: row(f'{name}.{k}', 'skipped', v, tsd.get(k), why)
                     sel = n_prev = None; continue
-                out_idx = torch.arange(o_t) if o_s == o_t else wt.abs().flatten(1).sum(1).topk(o_s).indices.sort().values
+                if o_s == o_t: out_idx = torch.arange(o_t)
+                else: out_idx = wt.abs().flatten(1).sum(1).topk(o_s).indices.sort().values # largest L1, in order
                 for k,v in own:
                     src = tsd[k][out_idx.to(tsd[k].device)]
                     if k == 'weight': src = src[:, in_idx.to(src.device)]

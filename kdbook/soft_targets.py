@@ -72,7 +72,8 @@ class SoftTargetCache:
         n,C = outs.shape
         if len(outs) != len(dl.dataset):
             raise ValueError(f"SoftTargetCache: got {len(outs)} outputs for {len(dl.dataset)} samples")
-        if outs.abs().max() > 65000: raise ValueError("SoftTargetCache: teacher logits exceed the float16 range (65504)")
+        if outs.abs().max() > 65000:
+            raise ValueError("SoftTargetCache: teacher logits exceed the float16 range (65504)")
         if topk is not None and not 0 < topk <= C:
             raise ValueError(f"SoftTargetCache: topk must be in [1, {C}], got {topk}")
         fp = dict(n=len(dl.dataset), n_classes=C, data=_data_crc(dl.dataset), teacher=t.fingerprint(), topk=topk)
@@ -118,7 +119,8 @@ class SoftTargetCache:
             raise ValueError("SoftTargetCache: stale cache: built with a teacher with different weights; rebuild it")
         bad = random_tfms(dl)
         if bad:
-            raise ValueError(f"SoftTargetCache: the training loader has random transforms {bad}; use the online teacher")
+            raise ValueError(f"SoftTargetCache: the training loader has random transforms {bad}; "
+                             f"use the online teacher")
 
     def get(self,
         idxs,        # Dataset indices of the samples of a batch
