@@ -1,4 +1,4 @@
-"Integration tests of `kdbook.distill` on real fastai Learners (CPU, a few seconds each)"
+"Integration tests of distillation (`kdbook.teacher`, `kdbook.distill`, `kdbook.soft_targets` and the data helpers they use) on real fastai Learners (CPU, a few seconds each)"
 import copy, pickle
 from functools import partial
 from pathlib import Path
