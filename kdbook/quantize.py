@@ -87,7 +87,8 @@ def quantize_model(
     if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}: use one of {quant_schemes()}")
     model, dls = model_and_dls(model_or_learner, dls)
     names = _linear_names(model)
-    if not names: raise ValueError("The model has no nn.Linear layer: torchao 0.18's int8 schemes quantize Linear layers only")
+    if not names:
+        raise ValueError("The model has no nn.Linear layer: torchao 0.18's int8 schemes quantize Linear layers only")
     if any(_is_quantized(p) for p in model.parameters()):
         raise ValueError("The model is already quantized: quantize the float model instead")
     if scheme == 'int8_static' and dls is None:

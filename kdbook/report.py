@@ -66,7 +66,8 @@ def time_models(
     n_warmup:int=3,   # Untimed passes before timing
 ) -> dict:
     "Median seconds of one forward pass of `xb` for each model, runs interleaved across models"
-    if not isinstance(n_runs, int) or n_runs <= 0: raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
+    if not isinstance(n_runs, int) or n_runs <= 0:
+        raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
     devs = {k: model_device(m, 'cpu') for k, m in models.items()}
     xs = {k: xb.to(d) for k, d in devs.items()}
     times = {k: [] for k in models}
