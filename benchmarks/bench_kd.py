@@ -35,7 +35,9 @@ import fastai.callback.progress  # Learner.no_bar
 from fastai.losses import CrossEntropyLossFlat
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d
-from kdbook.distill import KDCallback, SoftTargetCache, Teacher
+from kdbook.teacher import Teacher
+from kdbook.distill import KDCallback
+from kdbook.soft_targets import SoftTargetCache
 
 
 class MinimalKD(Callback):

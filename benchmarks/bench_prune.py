@@ -50,7 +50,7 @@ def teacher(seed=0, epochs=40, cbs=None):
 
 def recipe_learner(dense_model, seed, args):
     "A Learner on a copy of `dense_model` with the 90% recipe's callbacks; random draws and batch order from `seed`"
-    from kdbook.distill import InputNoise
+    from kdbook.data import InputNoise
     sched = combine_scheds([0.1, 0.6, 0.3], [SchedNo(0., 0.), SchedAgp(0., 1.), SchedNo(1., 1.)])
     alpha, T = getattr(args, 'prune_alpha', 0.9), getattr(args, 'T', 4.0)
     kd, how = _kd(dense_model, alpha, T) if args.kd else (None, 'plain retraining')

@@ -32,7 +32,8 @@ import fastai.callback.schedule  # Learner.fit_one_cycle
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d
 from kdbook.losses import kd_loss
-from kdbook.distill import KDCallback, snapshot, same_weights
+from kdbook.teacher import snapshot, same_weights
+from kdbook.distill import KDCallback
 
 
 def learner(model, cbs=None):

@@ -102,7 +102,10 @@ def train_student(args):
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     from fastai.callback.all import ProgressCallback
     from kdbook.models import cnn1d
-    from kdbook.distill import KDCallback, SoftTargetCache, InputNoise, Teacher, mask_labels
+    from kdbook.data import InputNoise, mask_labels
+    from kdbook.teacher import Teacher
+    from kdbook.distill import KDCallback
+    from kdbook.soft_targets import SoftTargetCache
     d = job_spec(key, s)
     dls = fast_dls(s['bs'], seed)
     if d['keep'] is not None: dls = mask_labels(dls, d['keep'], seed=seed)
@@ -141,18 +144,22 @@ def chapter_job(args):
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     from fastai.callback.all import ProgressCallback
-    from kdbook.models import cnn1d
+    from kdbook.models import cnn1d, transfer_weights
     from kdbook.losses import kd_loss, hard_kd_loss, fitnet_loss
-    from kdbook.distill import KDCallback, FeatureKDCallback, SoftTargetCache, mask_labels, transfer_weights
+    from kdbook.data import mask_labels
+    from kdbook.teacher import Teacher
+    from kdbook.distill import KDCallback, FeatureKDCallback
+    from kdbook.soft_targets import SoftTargetCache
     seed = s['seed']
     dls = fast_dls(s['bs'], seed)
     if kw.get('keep'): dls = mask_labels(dls, kw['keep'], seed=seed)
     teacher = cnn1d(s['teacher_width']); teacher.load_state_dict(state); teacher.eval()
+    t = Teacher(teacher)  # one Teacher for KDCallback and FeatureKDCallback
     cbs = []
     if kw.get('kd', True):
-        cbs.append(KDCallback(teacher, loss_func=hard_kd_loss if kw.get('loss') == 'hard' else kd_loss, alpha=kw.get('alpha', s['alpha']),
+        cbs.append(KDCallback(t, loss_func=hard_kd_loss if kw.get('loss') == 'hard' else kd_loss, alpha=kw.get('alpha', s['alpha']),
                               T=kw.get('T', s['temperature']), cache=SoftTargetCache.build(teacher, dls.train)))
-    if kw.get('hint'): cbs.append(FeatureKDCallback(teacher, 'block2', loss_func=fitnet_loss, weight=1.))
+    if kw.get('hint'): cbs.append(FeatureKDCallback(t, 'block2', loss_func=fitnet_loss, weight=1.))
     set_seed(seed)
     m = cnn1d(s['student_width'])
     if kw.get('transfer'): transfer_weights(teacher, m)

@@ -47,11 +47,11 @@ def run(a):
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     from fastai.callback.all import ProgressCallback, MixUp, combine_scheds, SchedNo
-    from kdbook.data import mnist1d_dls
+    from kdbook.data import mnist1d_dls, InputNoise
     from kdbook.models import cnn1d
     from kdbook.schedules import SchedAgp
     from kdbook.prune import PruneCallback, sparsity_report
-    from kdbook.distill import KDCallback, InputNoise
+    from kdbook.distill import KDCallback
 
     class LampPrune(PruneCallback):
         "Global ranking of LAMP scores: w_u^2 / (sum of w_v^2 over the weights of the layer at least as large)"

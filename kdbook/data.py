@@ -18,7 +18,7 @@ from fasttransform import Transform, ItemTransform
 
 # %% auto #0
 __all__ = ['check_device', 'PickItem', 'NormalizeArray', 'arrays_dls', 'mnist1d_arrays', 'mnist1d_dls', 'digits_dls',
-           'diabetes_dls', 'mnist_images', 'mnist_dls']
+           'diabetes_dls', 'mnist_images', 'mnist_dls', 'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise']
 
 # %% ../nbs/02_data.ipynb #ae4dbd85
 def check_device(device=None # `None` for fastai's default device, else a `torch.device` or a name such as 'cpu', 'cuda:0'
@@ -239,3 +239,85 @@ def mnist_dls(
     kwargs.setdefault('num_workers', 0) # 4,000 small PNGs: worker processes cost more than they save
     return ImageDataLoaders.from_folder(path, train='train', valid='valid', img_cls=PILImageBW, bs=bs, device=device,
                                         batch_tfms=[*(batch_tfms or []), norm], **kwargs)
+
+# %% ../nbs/02_data.ipynb #c75d53df
+import copy
+from fastcore.basics import GetAttr
+from fastai.learner import Metric
+from fastai.callback.core import Callback
+from fastai.callback.mixup import MixHandler
+
+# %% ../nbs/02_data.ipynb #7199e4a6
+class HiddenLabels(GetAttr):
+    "View of a fastai dataset whose samples `hidden` have their label replaced by `ignore_index`"
+    _default = 'ds'
+    def __init__(self,
+        ds,                    # A fastai `Datasets` of `(x, y)` items
+        hidden,                # Indices of the samples whose label is hidden
+        ignore_index:int=-100, # Label given to the hidden samples
+    ):
+        self.ds,self.ignore_index = ds,ignore_index
+        self.hidden = np.zeros(len(ds), dtype=bool)
+        self.hidden[np.asarray(list(hidden), dtype=int)] = True
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        it = self.ds[i]
+        if not self.hidden[i]: return it
+        *x,y = it
+        return (*x, torch.full_like(torch.as_tensor(y), self.ignore_index))
+
+def mask_labels(dls:DataLoaders,       # Classification `DataLoaders` (e.g. from `kdbook.data`)
+                keep_pct:float=0.1,    # Share of training labels kept, in [0, 1], stratified by class
+                seed:int=0,            # Seed of the choice of kept labels
+                ignore_index:int=-100, # Label of the unlabelled samples
+               ) -> DataLoaders:
+    "New `DataLoaders` whose training labels are hidden (set to `ignore_index`) except for a stratified `keep_pct`"
+    if not 0 <= keep_pct <= 1: raise ValueError(f"mask_labels: keep_pct must be in [0, 1], got {keep_pct}")
+    ds = dls.train.dataset
+    y = np.array([int(ds[i][-1]) for i in range(len(ds))])
+    if (y == ignore_index).any():
+        raise ValueError("mask_labels: the training set already has hidden labels; mask the original dls")
+    g,keep = np.random.default_rng(seed),[]
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        keep += list(g.choice(idx, int(round(keep_pct*len(idx))), replace=False))
+    hidden = np.setdiff1d(np.arange(len(y)), keep)
+    train = dls.train.new(dataset=HiddenLabels(ds, hidden, ignore_index))
+    train.rng = copy.deepcopy(dls.train.rng)
+    return DataLoaders(train, *dls.loaders[1:], path=dls.path, device=dls.device)
+
+class MaskedAccuracy(Metric):
+    "Accuracy over the samples whose label is not `ignore_index`"
+    def __init__(self,
+        ignore_index:int=-100, # Label of unlabelled samples
+    ): self.ignore_index = ignore_index
+    def reset(self): self.correct,self.count = 0,0
+    def accumulate(self, learn):
+        p,y = learn.pred.argmax(-1),learn.yb[0]
+        keep = y != self.ignore_index
+        self.correct += int((p[keep] == y[keep]).sum()); self.count += int(keep.sum())
+    @property
+    def value(self): return self.correct/self.count if self.count else None
+    @property
+    def name(self): return 'masked_accuracy'
+
+# %% ../nbs/02_data.ipynb #8bfe73a6
+class InputNoise(Callback):
+    "Random circular shift and Gaussian noise on the training inputs, seen by student and teacher alike"
+    order,run_valid = MixHandler.order-1,False
+    def __init__(self,
+        std:float=0.1,    # Standard deviation of the added Gaussian noise, >= 0
+        max_shift:int=0,  # Largest circular shift along the last dim, in steps, >= 0
+    ):
+        if not std >= 0 or not max_shift >= 0:
+            raise ValueError(f"InputNoise: std and max_shift must be >= 0, got {std}, {max_shift}")
+        store_attr()
+    def before_batch(self):
+        "Shift and add noise to the first input of the training batch"
+        x = self.learn.xb[0]
+        if self.max_shift:
+            L = x.shape[-1]
+            s = torch.randint(-self.max_shift, self.max_shift+1, (x.shape[0],) + (1,)*(x.dim()-1), device=x.device)
+            x = x.gather(-1, (torch.arange(L, device=x.device) - s) % L)
+        if self.std: x = x + self.std*torch.randn_like(x)
+        self.learn.xb = (x, *self.learn.xb[1:])

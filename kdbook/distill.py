@@ -1,4 +1,4 @@
-"""A frozen teacher, KD callbacks for fastai, feature hints, unlabelled transfer data, a soft-target cache and weight transfer.
+"""Knowledge distillation as fastai callbacks: loss terms, `KDCallback` for outputs, `FeatureKDCallback` for features.
 
 Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
@@ -6,141 +6,68 @@ Docs: https://kdbook.github.io/kdbook/distill.html.md"""
 
 # %% ../nbs/05_distill.ipynb #b66a718d
 from __future__ import annotations
-import copy, difflib, inspect, json, zlib
+import difflib
 from functools import partial
-from pathlib import Path
-import numpy as np, pandas as pd, torch
+import torch
 from torch import nn, Tensor
-from fastcore.basics import store_attr, GetAttr
-from fastai.torch_core import default_device, find_bs
-from fastai.learner import Learner, Metric, ValueMetric
-from fastai.callback.core import Callback, CancelBatchException, CancelFitException
+from fastai.torch_core import find_bs
+from fastai.learner import ValueMetric
+from fastai.callback.core import Callback
 from fastai.callback.hook import hook_outputs
 from fastai.callback.mixup import MixHandler
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
 from fastai.optimizer import OptimWrapper
-from .losses import kd_loss, fitnet_loss
+from .data import InputNoise
+from .models import model_device
+from .teacher import Teacher, as_teacher
+from .losses import kd_loss, fitnet_loss, loss_keywords
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
-__all__ = ['Teacher', 'as_teacher', 'loss_terms', 'KDCallback', 'snapshot', 'same_weights', 'get_module', 'FeatureKDCallback',
-           'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise', 'SoftTargetCache', 'transfer_weights']
-
-# %% ../nbs/05_distill.ipynb #375d5c1b
-def _as_module(m, where='teacher'):
-    "The `nn.Module` of `m` (a module or a fastai `Learner`), or a ValueError"
-    if isinstance(m, Learner): m = m.model
-    if not isinstance(m, nn.Module):
-        raise ValueError(f"{where} must be an nn.Module or a fastai Learner, got {type(m).__name__}; pass the model, e.g. `learn.model`")
-    return m
-
-def _tensor_crc(ts):
-    "CRC32 of the bytes of the tensors `ts`: a cheap fingerprint of weights or data"
-    crc = 0
-    for t in ts:
-        t = t.detach().reshape(-1).contiguous().cpu()
-        crc = zlib.crc32(str((tuple(t.shape), str(t.dtype))).encode(), crc)
-        crc = zlib.crc32(t.view(torch.uint8).numpy().tobytes(), crc)
-    return crc
-
-class Teacher:
-    "A frozen teacher: a model, a `Learner`'s model, or an ensemble averaging their logits; eval mode, no grad"
-    def __init__(self,
-        model, # An `nn.Module`, a fastai `Learner`, or a list of them (an ensemble)
-    ):
-        ms = list(model) if isinstance(model, (list, tuple)) else [model]
-        if not ms: raise ValueError("Teacher: got an empty list; pass a model, a Learner or a non-empty list of them")
-        self.models = [_as_module(m, f'teacher[{i}]' if len(ms) > 1 else 'teacher') for i,m in enumerate(ms)]
-        self.n_calls,self._xb,self._out,self._rg = 0,None,None,None
-
-    def prepare(self, device=None): # Device of the student; `None` keeps the teacher where it is
-        "Move the teacher to `device`, freeze its parameters and put it in eval mode"
-        if device is not None and torch.device(device).type != 'meta' and any(p.is_meta for p in self.parameters()):
-            raise ValueError(f"Teacher: its weights are on the 'meta' device (shapes without values), so it cannot run on "
-                             f"{device}; give it real weights first, e.g. `model.to_empty(device=...)` and `load_state_dict`")
-        if self._rg is None: self._rg = [p.requires_grad for p in self.parameters()]
-        for m in self.models:
-            if device is not None: m.to(device)
-            m.requires_grad_(False).eval()
-        return self
-
-    def release(self):
-        "Give the parameters back their `requires_grad` flags from before `prepare` (the teacher stays in eval mode)"
-        if self._rg is not None:
-            for p,rg in zip(self.parameters(), self._rg): p.requires_grad_(rg)
-        self._rg = None
-        self.reset()
-
-    def __call__(self, *xb):
-        "Mean output of the teacher models on the batch `xb`, computed without grad in eval mode"
-        if self._xb is not None and len(xb) == len(self._xb) and all(a is b for a,b in zip(xb, self._xb)): return self._out
-        with torch.no_grad():
-            outs = []
-            for m in self.models:
-                if m.training: m.eval()
-                outs.append(m(*xb))
-            out = outs[0] if len(outs) == 1 else torch.stack([o.float() for o in outs]).mean(0)
-        self._xb,self._out = xb,out
-        self.n_calls += 1
-        return out
-
-    def reset(self):
-        "Forget the memoised last batch"
-        self._xb = self._out = None
-
-    def parameters(self):
-        "All parameters of the teacher models"
-        return [p for m in self.models for p in m.parameters()]
-
-    def fingerprint(self) -> int:
-        "CRC32 of every parameter and buffer: changes when the teacher's weights do"
-        return _tensor_crc(t for m in self.models for t in m.state_dict().values())
-
-    def __repr__(self): return f"Teacher({', '.join(type(m).__name__ for m in self.models)})"
-
-def as_teacher(teacher, # A `Teacher`, an `nn.Module`, a fastai `Learner` or a list of them
-              ) -> Teacher:
-    "`teacher` wrapped in a `Teacher` (returned as is if it already is one)"
-    return teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+__all__ = ['loss_terms', 'KDCallback', 'get_module', 'FeatureKDCallback']
 
 # %% ../nbs/05_distill.ipynb #67740a06
-def _fname(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None) or type(f).__name__
+def _fname(f):
+    return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None) or type(f).__name__
 
 def loss_terms(loss_func, # A loss, or a list of losses or of `(loss, weight)` pairs
               ) -> list:
     "Normalise `loss_func` into a list of dicts: `func`, `weight`, `name`, whether it takes `T` and `target`"
     if callable(loss_func): items = [(loss_func, 1.)]
-    elif isinstance(loss_func, tuple) and len(loss_func) == 2 and callable(loss_func[0]) and not callable(loss_func[1]): items = [loss_func]
+    elif (isinstance(loss_func, tuple) and len(loss_func) == 2 and callable(loss_func[0])
+          and not callable(loss_func[1])): items = [loss_func]
     elif isinstance(loss_func, (list, tuple)) and loss_func: items = list(loss_func)
-    else: raise ValueError(f"loss_func must be a loss or a non-empty list of losses or (loss, weight) pairs, got {loss_func!r}")
+    else: raise ValueError(f"loss_func must be a loss or a non-empty list of losses or (loss, weight) pairs, "
+                           f"got {loss_func!r}")
     res = []
     for it in items:
         f,w = it if isinstance(it, (list, tuple)) else (it, 1.)
         if not callable(f): raise ValueError(f"loss_func: {f!r} is not callable; use e.g. kdbook.losses.kd_loss")
-        if not isinstance(w, (int, float)) or not w >= 0: raise ValueError(f"loss_func: the weight of {_fname(f)} must be a number >= 0, got {w!r}")
-        try: ps = inspect.signature(f).parameters
-        except (TypeError, ValueError): ps = {}
-        bound = f.keywords if isinstance(f, partial) else {} # a partial's own keywords are the user's choice: keep them
-        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in ps and 'T' not in bound,
-                        target='target' in ps and 'target' not in bound))
+        if not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"loss_func: the weight of {_fname(f)} must be a number >= 0, got {w!r}")
+        kws = loss_keywords(f) # what the loss declares, minus what a `partial` binds
+        res.append(dict(func=f, weight=float(w), name=_fname(f), T='T' in kws, target='target' in kws))
     names = [r['name'] for r in res]
     for i,r in enumerate(res):
         if names.count(r['name']) > 1: r['name'] = f"{r['name']}{i}"
     return res
 
 # %% ../nbs/05_distill.ipynb #94df17ee
-def _model_device(model, default=None):
-    "Device of the first parameter of `model`, else `default` (or fastai's default device)"
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else (default or default_device())
-
 def _check_not_shared(teacher, model):
     "Raise if the teacher shares a parameter with the student (it would be frozen and trained at once)"
     ids = {id(p) for p in model.parameters()}
     if any(id(p) in ids for p in teacher.parameters()):
         raise ValueError("The teacher shares parameters with the student (learn.model); distil from a copy, e.g. "
                          "`copy.deepcopy(model)`")
+
+def _check_one_teacher(cb):
+    "Raise if another callback of the Learner wraps one of `cb.teacher`'s models in a `Teacher` object of its own"
+    ids = {id(m) for m in cb.teacher.models}
+    for o in cb.learn.cbs:
+        t = getattr(o, 'teacher', None)
+        if o is not cb and isinstance(t, Teacher) and t is not cb.teacher and any(id(m) in ids for m in t.models):
+            raise ValueError(f"{type(cb).__name__} and {type(o).__name__} wrap the same teacher model in two Teacher "
+                             f"objects, so it would run twice per batch; create one `t = Teacher(model)` and pass the "
+                             f"same Teacher to both callbacks")
 
 def _is_mix_loss(lf): return isinstance(getattr(lf, '__self__', None), MixHandler)
 
@@ -156,9 +83,11 @@ class KDCallback(Callback):
         cache=None,        # A `SoftTargetCache` of the training set, read instead of running the teacher
         ignore_index:int|None=-100, # Label of unlabelled samples (task loss skipped); None to disable the check
     ):
-        if teacher is None and cache is None: raise ValueError("KDCallback needs a teacher or a cache (SoftTargetCache.build(teacher, dls.train))")
+        if teacher is None and cache is None:
+            raise ValueError("KDCallback needs a teacher or a cache (SoftTargetCache.build(teacher, dls.train))")
         self.teacher = None if teacher is None else as_teacher(teacher)
-        self.loss_terms,self.alpha,self.T,self.cache,self.ignore_index = loss_terms(loss_func),alpha,T,cache,ignore_index
+        self.loss_terms,self.alpha,self.T = loss_terms(loss_func),alpha,T
+        self.cache,self.ignore_index = cache,ignore_index
 
     def _init_state(self):
         "After unpickling (e.g. `load_learner`) the teacher and the cache are gone"
@@ -182,8 +111,9 @@ class KDCallback(Callback):
         "Freeze the teacher on the student's device, add the loss columns"
         if getattr(self, '_mets', None): self.after_fit() # the last fit died before its after_fit: finish it first
         if self.teacher is not None:
+            _check_one_teacher(self)
             _check_not_shared(self.teacher, self.learn.model)
-            self.teacher.prepare(_model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
+            self.teacher.prepare(model_device(self.learn.model, getattr(self.dls, 'device', None))).reset()
         self._log,self._checked = [],False
         self._cols = ['task_loss'] + [r['name'] for r in self.loss_terms]
         self._mets = [ValueMetric(partial(self._avg, k), k) for k in self._cols]
@@ -205,8 +135,9 @@ class KDCallback(Callback):
                              "create a new KDCallback(teacher) to train again")
         if self.cache is not None:
             bad = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, (MixHandler, InputNoise))]
-            if bad: raise ValueError(f"KDCallback: a soft-target cache holds the teacher's outputs on clean inputs, but {bad} "
-                                     f"changes the inputs each batch; drop `cache=` and use the online teacher")
+            if bad:
+                raise ValueError(f"KDCallback: a soft-target cache holds the teacher's outputs on clean inputs, but "
+                                 f"{bad} changes the inputs each batch; drop `cache=` and use the online teacher")
             self.cache.check(self.dls.train, self.teacher)
         self._checked = True
 
@@ -236,8 +167,9 @@ class KDCallback(Callback):
         s,t = self.learn.pred,self._t
         if not isinstance(s, Tensor) or not isinstance(t, Tensor) or s.shape != t.shape:
             f = lambda o: tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__
-            raise ValueError(f"KDCallback ({', '.join(r['name'] for r in self.loss_terms)}): student output has shape {f(s)} "
-                             f"but teacher output has shape {f(t)}; they must match (same number of classes)")
+            names = ', '.join(r['name'] for r in self.loss_terms)
+            raise ValueError(f"KDCallback ({names}): student output has shape {f(s)} but teacher output has shape "
+                             f"{f(t)}; they must match (same number of classes)")
 
     def _task_loss(self):
         "The Learner's own loss, restricted to labelled samples (0 if the batch has none)"
@@ -278,24 +210,12 @@ class KDCallback(Callback):
     def after_fit(self):
         "Drop the loss columns and the teacher's memo; put the loader back"
         self.after_train()
-        self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in (getattr(self, '_mets', None) or []))]
+        mets = getattr(self, '_mets', None) or []
+        self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in mets)]
         self._mets = []
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
-
-# %% ../nbs/05_distill.ipynb #769b623a
-def snapshot(model:nn.Module, # Any module
-            ) -> dict:
-    "Copies of every parameter and buffer of `model`, to check later that nothing changed"
-    return {k: v.detach().clone() for k,v in model.state_dict().items()}
-
-def same_weights(model:nn.Module, # Any module
-                 snap:dict,       # A `snapshot` taken earlier
-                ) -> bool:
-    "True if every tensor of `model` is bitwise equal to the `snapshot`, wherever the model has moved since"
-    sd = model.state_dict()
-    return sd.keys() == snap.keys() and all(torch.equal(sd[k].detach().to(v.device), v) for k,v in snap.items())
 
 # %% ../nbs/05_distill.ipynb #0aa1bfb3
 def get_module(model:nn.Module, # The model to search
@@ -312,9 +232,9 @@ def _make_adapter(s, t):
     "A trainable map from student features `s` to the shape of teacher features `t`, or None if they already match"
     if s.shape == t.shape: return None
     if s.dim() != t.dim() or s.shape[2:] != t.shape[2:]:
-        raise ValueError(f"FeatureKDCallback: student feature shape {tuple(s.shape)} cannot be mapped to teacher feature "
-                         f"shape {tuple(t.shape)} by a linear/1x1 adapter (only the channel dim may differ); pick layers "
-                         f"with the same spatial size")
+        raise ValueError(f"FeatureKDCallback: student feature shape {tuple(s.shape)} cannot be mapped to teacher "
+                         f"feature shape {tuple(t.shape)} by a linear/1x1 adapter (only the channel dim may differ); "
+                         f"pick layers with the same spatial size")
     cs,ct = s.shape[1],t.shape[1]
     if s.dim() == 2: return nn.Linear(cs, ct)
     if s.dim() == 3: return nn.Conv1d(cs, ct, 1, bias=False)
@@ -341,24 +261,26 @@ def _opt_remove(opt, params):
 def _norm_layers(layers):
     "`layers` as a list of (student path, teacher path) pairs"
     if isinstance(layers, str): return [(layers, layers)]
-    res = list(layers.items()) if isinstance(layers, dict) else [(o, o) if isinstance(o, str) else tuple(o) for o in layers]
+    if isinstance(layers, dict): res = list(layers.items())
+    else: res = [(o, o) if isinstance(o, str) else tuple(o) for o in layers]
     if not res or any(len(o) != 2 or not all(isinstance(n, str) for n in o) for o in res):
         raise ValueError(f"layers must be a path, a list of paths or of (student, teacher) path pairs, got {layers!r}")
     return res
 
 class FeatureKDCallback(Callback):
-    "Add `weight * sum(loss_func(adapter(student_feature), teacher_feature))` over named layer pairs to the training loss"
+    "Add `weight * sum(loss_func(adapter(student_feature), teacher_feature))` over named layer pairs to the loss"
     order,run_valid = KDCallback.order+1,False
     _stateattrs = ('teacher', 'adapters', '_hooks', '_smods', '_tmods', '_sf', '_tf', '_in_opt', '_met')
     def __init__(self,
-        teacher,                # `Teacher`, `nn.Module`, `Learner` or list of them
+        teacher,                # `Teacher` (the one of a `KDCallback` to share it), `nn.Module`, `Learner` or list
         layers,                 # Module path(s) in both models, or (student path, teacher path) pairs, or a dict
         loss_func=fitnet_loss,  # Feature loss, `f(student_feat, teacher_feat)`, e.g. `fitnet_loss`, `attention_loss`
         weight:float=1.0,       # Weight beta of the feature term, >= 0
         adapter:bool|None=None, # None: an adapter where the shapes differ; False: never (e.g. for attention_loss)
     ):
         if not weight >= 0: raise ValueError(f"FeatureKDCallback: weight must be >= 0, got {weight}")
-        self.teacher,self.pairs,self.feat_loss,self.weight,self.adapter = as_teacher(teacher),_norm_layers(layers),loss_func,weight,adapter
+        self.teacher,self.pairs = as_teacher(teacher),_norm_layers(layers)
+        self.feat_loss,self.weight,self.adapter = loss_func,weight,adapter
         self.adapters,self._hooks,self._in_opt = {},None,[]
 
     def _init_state(self):
@@ -367,30 +289,32 @@ class FeatureKDCallback(Callback):
         self.__dict__['adapters'],self.__dict__['_in_opt'] = self.adapters or {},self._in_opt or []
 
     def before_fit(self):
-        "Find the layers, share the teacher of a `KDCallback`, put existing adapters in the optimizer"
-        if self._in_opt or any(m is getattr(self, '_met', None) for m in self.learn.metrics): self.after_fit() # an interrupted fit
+        "Check the teacher is not wrapped twice, find the layers, put existing adapters in the optimizer"
+        if self._in_opt or any(m is getattr(self, '_met', None) for m in self.learn.metrics):
+            self.after_fit() # an interrupted fit
         self._remove()
+        if self.teacher is not None: _check_one_teacher(self)
         self._sums,self._n,self._in_opt = 0.,0,[]
         self._met = ValueMetric(self._avg, 'feat_loss')
         self.learn.metrics = list(self.learn.metrics) + [self._met]
         on_fit_error(self.learn, self.after_fit)
         if self.teacher is None: return # after load_learner: only `validate`/`predict` work; `before_train` raises
-        for cb in self.learn.cbs:
-            if isinstance(cb, KDCallback) and cb.teacher is not None and cb.teacher.models == self.teacher.models: self.teacher = cb.teacher
         _check_not_shared(self.teacher, self.learn.model)
         tm = self.teacher.models[0]
         try:
             self._smods = [get_module(self.learn.model, s, 'student') for s,_ in self.pairs]
             self._tmods = [get_module(tm, t, 'teacher') for _,t in self.pairs]
         except ValueError: self.after_fit(); raise
-        dev = _model_device(self.learn.model, getattr(self.dls, 'device', None))
+        dev = model_device(self.learn.model, getattr(self.dls, 'device', None))
         self.teacher.prepare(dev)
         for a in self.adapters.values(): self._join_opt(a, dev)
 
     def _avg(self): return self._sums/self._n if self._n else None
     def before_train(self):
-        if self.teacher is None: raise ValueError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
-                                                  "create a new FeatureKDCallback(teacher, layers) to train again")
+        "Refuse to train without a teacher; reset the epoch average"
+        if self.teacher is None:
+            raise ValueError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
+                             "create a new FeatureKDCallback(teacher, layers) to train again")
         self._sums,self._n = 0.,0
 
     def _join_opt(self, a, dev):
@@ -405,14 +329,15 @@ class FeatureKDCallback(Callback):
         self._hooks = (hook_outputs(self._smods, detach=False), hook_outputs(self._tmods, detach=True))
 
     def after_pred(self):
-        "Run the teacher (if no KDCallback did) and collect the features; unhook"
+        "Run the teacher (a memo hit if a `KDCallback` ran the same `Teacher`) and collect the features; unhook"
         try:
             self.teacher(*self.learn.xb)
             self._sf,self._tf = list(self._hooks[0].stored),list(self._hooks[1].stored)
         finally: self._remove()
         if any(o is None for o in self._tf):
-            raise ValueError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run earlier on "
-                             "this batch by another callback with a different Teacher object? Pass the same Teacher to both")
+            raise ValueError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run earlier "
+                             "on this batch by another callback with a different Teacher object? Pass the same Teacher "
+                             "to both")
 
     def after_loss(self):
         "Add the weighted feature loss"
@@ -447,235 +372,3 @@ class FeatureKDCallback(Callback):
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()
-
-# %% ../nbs/05_distill.ipynb #7199e4a6
-class HiddenLabels(GetAttr):
-    "View of a fastai dataset whose samples `hidden` have their label replaced by `ignore_index`"
-    _default = 'ds'
-    def __init__(self,
-        ds,                    # A fastai `Datasets` of `(x, y)` items
-        hidden,                # Indices of the samples whose label is hidden
-        ignore_index:int=-100, # Label given to the hidden samples
-    ):
-        self.ds,self.ignore_index = ds,ignore_index
-        self.hidden = np.zeros(len(ds), dtype=bool)
-        self.hidden[np.asarray(list(hidden), dtype=int)] = True
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i):
-        it = self.ds[i]
-        if not self.hidden[i]: return it
-        *x,y = it
-        return (*x, torch.full_like(torch.as_tensor(y), self.ignore_index))
-
-def mask_labels(dls:DataLoaders,       # Classification `DataLoaders` (e.g. from `kdbook.data`)
-                keep_pct:float=0.1,    # Share of training labels kept, in [0, 1], stratified by class
-                seed:int=0,            # Seed of the choice of kept labels
-                ignore_index:int=-100, # Label of the unlabelled samples
-               ) -> DataLoaders:
-    "New `DataLoaders` whose training labels are hidden (set to `ignore_index`) except for a stratified `keep_pct`"
-    if not 0 <= keep_pct <= 1: raise ValueError(f"mask_labels: keep_pct must be in [0, 1], got {keep_pct}")
-    ds = dls.train.dataset
-    y = np.array([int(ds[i][-1]) for i in range(len(ds))])
-    if (y == ignore_index).any(): raise ValueError("mask_labels: the training set already has hidden labels; mask the original dls")
-    g,keep = np.random.default_rng(seed),[]
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        keep += list(g.choice(idx, int(round(keep_pct*len(idx))), replace=False))
-    hidden = np.setdiff1d(np.arange(len(y)), keep)
-    train = dls.train.new(dataset=HiddenLabels(ds, hidden, ignore_index))
-    train.rng = copy.deepcopy(dls.train.rng)
-    return DataLoaders(train, *dls.loaders[1:], path=dls.path, device=dls.device)
-
-class MaskedAccuracy(Metric):
-    "Accuracy over the samples whose label is not `ignore_index`"
-    def __init__(self, ignore_index:int=-100): self.ignore_index = ignore_index # Label of unlabelled samples
-    def reset(self): self.correct,self.count = 0,0
-    def accumulate(self, learn):
-        p,y = learn.pred.argmax(-1),learn.yb[0]
-        keep = y != self.ignore_index
-        self.correct += int((p[keep] == y[keep]).sum()); self.count += int(keep.sum())
-    @property
-    def value(self): return self.correct/self.count if self.count else None
-    @property
-    def name(self): return 'masked_accuracy'
-
-# %% ../nbs/05_distill.ipynb #8bfe73a6
-class InputNoise(Callback):
-    "Random circular shift and Gaussian noise on the training inputs, seen by student and teacher alike"
-    order,run_valid = MixHandler.order-1,False
-    def __init__(self,
-        std:float=0.1,    # Standard deviation of the added Gaussian noise, >= 0
-        max_shift:int=0,  # Largest circular shift along the last dim, in steps, >= 0
-    ):
-        if not std >= 0 or not max_shift >= 0: raise ValueError(f"InputNoise: std and max_shift must be >= 0, got {std}, {max_shift}")
-        store_attr()
-    def before_batch(self):
-        x = self.learn.xb[0]
-        if self.max_shift:
-            L = x.shape[-1]
-            s = torch.randint(-self.max_shift, self.max_shift+1, (x.shape[0],) + (1,)*(x.dim()-1), device=x.device)
-            x = x.gather(-1, (torch.arange(L, device=x.device) - s) % L)
-        if self.std: x = x + self.std*torch.randn_like(x)
-        self.learn.xb = (x, *self.learn.xb[1:])
-
-# %% ../nbs/05_distill.ipynb #a1fb8b71
-def _data_crc(ds, n=16):
-    "Checksum of the inputs of the first `n` items of `ds`: tensors, arrays or images (fastai vision's PIL items)"
-    as_t = lambda o: o if isinstance(o, Tensor) else torch.as_tensor(np.array(o)) # a copy: a PIL image's array is read-only
-    return _tensor_crc(as_t(ds[i][0]) for i in range(min(n, len(ds))))
-
-def _random_tfms(dl):
-    "Training-only (random) transforms of a fastai loader"
-    if isinstance(vars(dl).get('dl'), DataLoader): dl = dl.dl # the loader inside fastai's `DistributedDL`
-    fs = [f for n in ('after_item', 'after_batch') for f in getattr(getattr(dl, n, None), 'fs', [])]
-    return [type(f).__name__ for f in fs if getattr(f, 'split_idx', None) == 0]
-
-class SoftTargetCache:
-    "Teacher logits over a training set, computed once, stored in fp16 (optionally top-k), in RAM or memory-mapped"
-    def __init__(self,
-        values,            # (n, C) float16 logits, or (n, k) top-k logits; an array or a memmap
-        indices=None,      # (n, k) class indices of the top-k logits; None for full logits
-        lse=None,          # (n,) logsumexp of the full logits (for `fill='uniform'`)
-        n_classes=None,    # Number of classes C; default `values.shape[1]`
-        fingerprint=None,  # Dict describing the dataset and teacher the cache was built for
-        fill='uniform',    # Completion of top-k logits: 'uniform' or 'drop'
-    ):
-        if fill not in ('uniform', 'drop'): raise ValueError(f"SoftTargetCache: fill must be 'uniform' or 'drop', got {fill!r}")
-        self.values,self.indices,self.lse,self.fill = values,indices,lse,fill
-        self.n_classes = n_classes or values.shape[1]
-        self.fingerprint = dict(fingerprint or {})
-
-    def __len__(self): return len(self.values)
-
-    @classmethod
-    def build(cls,
-        teacher,          # `Teacher`, `nn.Module`, `Learner` or list of them
-        dl,               # The training `DataLoader` (or `DataLoaders`, whose `train` is used)
-        topk:int=None,    # Keep only the `topk` largest logits per sample; None keeps all
-        path=None,        # Directory for memory-mapped `.npy` files; None keeps the cache in RAM
-        fill:str='uniform', # How top-k logits are completed: 'uniform' or 'drop' (see above)
-    ) -> 'SoftTargetCache':
-        "Run `teacher` once over `dl`'s dataset in order and store its logits"
-        if isinstance(dl, DataLoaders): dl = dl.train
-        bad = _random_tfms(dl)
-        if bad: raise ValueError(f"SoftTargetCache: the loader has random training transforms {bad}; a cache would freeze one "
-                                 f"draw of them. Use the online teacher (KDCallback without cache) for augmented data")
-        t = as_teacher(teacher).prepare(dl.device or default_device())
-        loader = dl.new(shuffle=False, drop_last=False)
-        n_inp = getattr(dl, 'n_inp', 1)
-        try: outs = torch.cat([t(*b[:n_inp]).float().cpu() for b in loader])
-        finally: t.release()
-        n,C = outs.shape
-        if len(outs) != len(dl.dataset): raise ValueError(f"SoftTargetCache: got {len(outs)} outputs for {len(dl.dataset)} samples")
-        if outs.abs().max() > 65000: raise ValueError("SoftTargetCache: teacher logits exceed the float16 range (65504)")
-        if topk is not None and not 0 < topk <= C: raise ValueError(f"SoftTargetCache: topk must be in [1, {C}], got {topk}")
-        fp = dict(n=len(dl.dataset), n_classes=C, data=_data_crc(dl.dataset), teacher=t.fingerprint(), topk=topk)
-        arrs = {}
-        if topk is None or topk == C: arrs['values'] = outs.half().numpy()
-        else:
-            v,i = outs.topk(topk, dim=1)
-            arrs['values'] = v.half().numpy()
-            arrs['indices'] = i.numpy().astype(np.int16 if C < 2**15 else np.int32)
-            arrs['lse'] = outs.logsumexp(1).numpy().astype(np.float32)
-        if path is not None:
-            path = Path(path); path.mkdir(parents=True, exist_ok=True)
-            for k,a in arrs.items(): np.save(path/f'{k}.npy', a)
-            (path/'meta.json').write_text(json.dumps(dict(fingerprint=fp, fill=fill, n_classes=C)))
-            return cls.load(path)
-        return cls(arrs['values'], arrs.get('indices'), arrs.get('lse'), C, fp, fill)
-
-    @classmethod
-    def load(cls, path): # Directory written by `build(..., path=path)`
-        "Open a cache saved in `path`, memory-mapped"
-        path = Path(path)
-        if not (path/'meta.json').exists(): raise ValueError(f"SoftTargetCache: no cache in {path} (meta.json missing)")
-        meta = json.loads((path/'meta.json').read_text())
-        arr = lambda k: np.load(path/f'{k}.npy', mmap_mode='r') if (path/f'{k}.npy').exists() else None
-        return cls(arr('values'), arr('indices'), arr('lse'), meta['n_classes'], meta['fingerprint'], meta['fill'])
-
-    def check(self,
-        dl,           # The training `DataLoader` the cache will be read with
-        teacher=None, # The teacher, to compare weight checksums (optional)
-    ):
-        "Raise a ValueError if the cache was built for another dataset or teacher"
-        fp,ds = self.fingerprint,dl.dataset
-        if fp.get('n') != len(ds):
-            raise ValueError(f"SoftTargetCache: stale cache: built for {fp.get('n')} samples but the training set has {len(ds)}; "
-                             f"rebuild it with SoftTargetCache.build(teacher, dls.train)")
-        if fp.get('data') != _data_crc(ds):
-            raise ValueError("SoftTargetCache: stale cache: the training inputs differ from those it was built on; rebuild it")
-        if teacher is not None and fp.get('teacher') != as_teacher(teacher).fingerprint():
-            raise ValueError("SoftTargetCache: stale cache: built with a teacher with different weights; rebuild it")
-        bad = _random_tfms(dl)
-        if bad: raise ValueError(f"SoftTargetCache: the training loader has random transforms {bad}; use the online teacher")
-
-    def get(self,
-        idxs,        # Dataset indices of the samples of a batch
-        device=None, # Device of the returned logits
-    ) -> Tensor:
-        "Teacher logits (float32, `(len(idxs), n_classes)`) of the samples `idxs`"
-        idxs = np.asarray(idxs, dtype=np.int64)
-        v = torch.from_numpy(np.asarray(self.values[idxs], dtype=np.float32))
-        if self.indices is not None:
-            i = torch.from_numpy(np.asarray(self.indices[idxs], dtype=np.int64))
-            k,C = v.shape[1],self.n_classes
-            if self.fill == 'uniform':
-                lse = torch.from_numpy(np.asarray(self.lse[idxs], dtype=np.float32))[:, None]
-                rest = (1 - (v - lse).exp().sum(1, keepdim=True)).clamp(min=1e-12)
-                fill = (rest/(C-k)).log() + lse
-            else: fill = v.min(1, keepdim=True).values - 1e4
-            v = fill.expand(len(v), C).clone().scatter_(1, i, v)
-        return v.to(device) if device is not None else v
-
-# %% ../nbs/05_distill.ipynb #e649a274
-_wlayers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_bnlayers = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-def transfer_weights(teacher, # The wider trained model (an `nn.Module` or `Learner`)
-                     student, # The model to initialise (an `nn.Module` or `Learner`), changed in place
-                    ) -> pd.DataFrame:
-    "Copy or slice (largest-L1 channels) the teacher's weights into the student's layers of the same name; return a report"
-    t_mods,s_mod = dict(_as_module(teacher).named_modules()),_as_module(student, 'student')
-    rows,sel,n_prev = [],None,None  # teacher channels kept after the last layer, and how many it had
-    def row(name, action, s, t, note=''): rows.append(dict(layer=name, action=action, student_shape=tuple(s.shape),
-                                                           teacher_shape=None if t is None else tuple(t.shape), note=note))
-    with torch.no_grad():
-        for name,sm in s_mod.named_modules():
-            own = list(sm.named_parameters(recurse=False)) + list(sm.named_buffers(recurse=False))
-            if list(sm.children()) or not own: continue
-            tm = t_mods.get(name)
-            if tm is None or type(tm) is not type(sm):
-                for k,v in own: row(f'{name}.{k}', 'skipped', v, None, 'no layer of that name and type in the teacher')
-                sel = n_prev = None; continue
-            tsd = dict(list(tm.named_parameters(recurse=False)) + list(tm.named_buffers(recurse=False)))
-            if isinstance(sm, _wlayers):
-                ws,wt = sm.weight,tm.weight
-                o_s,i_s,o_t,i_t = ws.shape[0],ws.shape[1],wt.shape[0],wt.shape[1]
-                why = ''
-                if ws.shape[2:] != wt.shape[2:] or getattr(sm, 'groups', 1) != 1: why = 'kernel size or groups differ'
-                elif o_s > o_t or i_s > i_t: why = 'student is wider than the teacher'
-                if i_s == i_t: in_idx = torch.arange(i_t)
-                elif not why and sel is not None and i_t % n_prev == 0 and i_s == len(sel)*(i_t//n_prev):
-                    r = i_t//n_prev
-                    in_idx = (sel[:, None]*r + torch.arange(r)).flatten()
-                elif not why: why = 'input width differs and the previous layer gives no channel map'
-                if why:
-                    for k,v in own: row(f'{name}.{k}', 'skipped', v, tsd.get(k), why)
-                    sel = n_prev = None; continue
-                out_idx = torch.arange(o_t) if o_s == o_t else wt.abs().flatten(1).sum(1).topk(o_s).indices.sort().values
-                for k,v in own:
-                    src = tsd[k][out_idx.to(tsd[k].device)]
-                    if k == 'weight': src = src[:, in_idx.to(src.device)]
-                    v.copy_(src)
-                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
-                sel,n_prev = out_idx,o_t
-            elif isinstance(sm, _bnlayers) and sel is not None and len(sel) == sm.num_features and n_prev == tm.num_features:
-                for k,v in own:
-                    src = tsd[k] if tsd[k].dim() == 0 else tsd[k][sel.to(tsd[k].device)]
-                    v.copy_(src)
-                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
-            else:
-                for k,v in own:
-                    if k in tsd and tsd[k].shape == v.shape: v.copy_(tsd[k]); row(f'{name}.{k}', 'copied', v, tsd[k])
-                    else: row(f'{name}.{k}', 'skipped', v, tsd.get(k), 'shapes differ')
-    return pd.DataFrame(rows, columns=['layer', 'action', 'student_shape', 'teacher_shape', 'note'])

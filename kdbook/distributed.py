@@ -17,9 +17,9 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer, teardown_distrib
 from .compat import AnyDeviceDistributedDL
-from .distill import Teacher, KDCallback, SoftTargetCache, _model_device, _tensor_crc
+from .models import model_device
+from .teacher import Teacher
 from .prune import PruneCallback
-from .report import dl_accuracy
 
 # %% auto #0
 __all__ = ['setup_process_group', 'gather_object', 'AnyDeviceDistributedTrainer', 'PruneMaskSync', 'ddp_ctx']
@@ -81,7 +81,7 @@ class AnyDeviceDistributedTrainer(DistributedTrainer):
 
     def before_fit(self):
         "Wrap the model in DDP with accelerate and the loaders in `AnyDeviceDistributedDL`; check the teachers"
-        dev = _model_device(self.learn.model, getattr(self.dls, 'device', None))
+        dev = model_device(self.learn.model, getattr(self.dls, 'device', None))
         if (dev.type == 'cpu') != self.cpu:
             raise RuntimeError(f"AnyDeviceDistributedTrainer(cpu={self.cpu}) cannot train a model on {dev}; make it "
                                f"with cpu={dev.type == 'cpu'} (`ddp_ctx` does)")
@@ -183,7 +183,7 @@ def ddp_ctx(
         if not dist.is_initialized():
             setup_process_group()
             undo.callback(teardown_distrib)
-        cpu = _model_device(learn.model, getattr(learn.dls, 'device', None)).type == 'cpu'
+        cpu = model_device(learn.model, getattr(learn.dls, 'device', None)).type == 'cpu'
         tr = AnyDeviceDistributedTrainer(sync_bn, cpu=cpu, **kwargs)
         cbs = [tr] + ([PruneMaskSync()] if sync_masks else [])
         bars = [cb for cb in learn.cbs if isinstance(cb, ProgressCallback)] if rank_distrib() else []

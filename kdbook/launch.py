@@ -18,7 +18,9 @@ from fastai.callback.schedule import fit_one_cycle
 from fastai.distributed import teardown_distrib
 from .data import mnist1d_dls
 from .models import cnn1d
-from .distill import Teacher, KDCallback, SoftTargetCache, _tensor_crc
+from .teacher import Teacher, tensor_crc
+from .distill import KDCallback
+from .soft_targets import SoftTargetCache
 from .prune import PruneCallback
 from .report import dl_accuracy
 from .distributed import setup_process_group, gather_object, ddp_ctx
@@ -141,8 +143,8 @@ def kd_prune_job(
     masks = {k: v.cpu() for k, v in pr.masks.items()}
     rep = dict(rank=rank_distrib(), world_size=max(num_distrib(), 1), device=str(dev), fit_seconds=fit_s,
                teacher_before=fp0, teacher_after=t.fingerprint(), teacher_accuracy=dl_accuracy(tm, dls.valid),
-               student=_tensor_crc(learn.model.state_dict().values()),
-               masks=_tensor_crc(masks[k] for k in sorted(masks)),
+               student=tensor_crc(learn.model.state_dict().values()),
+               masks=tensor_crc(masks[k] for k in sorted(masks)),
                sparsity=pr.measured(), masks_resynced=getattr(sync, 'n_resynced', 0),
                accuracy=dl_accuracy(learn.model, dls.valid))
     reps, all_masks = gather_object(rep), gather_object(masks)

@@ -1,4 +1,4 @@
-"""Teacher and student factories sized by arguments, and `count_params`.
+"""Teacher and student factories sized by arguments, the helpers every chapter applies to a model, and weight transfer.
 
 Docs: https://kdbook.github.io/kdbook/models.html.md"""
 
@@ -7,11 +7,15 @@ Docs: https://kdbook.github.io/kdbook/models.html.md"""
 # %% ../nbs/03_models.ipynb #5cb555db
 from __future__ import annotations
 from collections import OrderedDict
-import torch
+from contextlib import contextmanager
+import pandas as pd, torch
 from torch import nn
+from fastai.torch_core import default_device
+from fastai.learner import Learner
 
 # %% auto #0
-__all__ = ['count_params', 'model_and_dls', 'conv_block', 'cnn1d', 'mlp', 'cnn2d']
+__all__ = ['count_params', 'model_and_dls', 'as_module', 'conv_block', 'cnn1d', 'mlp', 'cnn2d', 'model_device', 'evaluating',
+           'transfer_weights']
 
 # %% ../nbs/03_models.ipynb #24cbb874
 def count_params(
@@ -29,11 +33,21 @@ def model_and_dls(
     dls=None,         # `DataLoaders` to use; `None` takes the Learner's (or stays None for a bare module)
 ):
     "The `nn.Module` of `model_or_learner` and the `DataLoaders` to use with it"
-    from fastai.learner import Learner
     if isinstance(model_or_learner, Learner):
         return model_or_learner.model, dls if dls is not None else model_or_learner.dls
     if isinstance(model_or_learner, nn.Module): return model_or_learner, dls
     raise ValueError(f"Expected an nn.Module or a fastai Learner, got {type(model_or_learner).__name__}")
+
+# %% ../nbs/03_models.ipynb #385b0350
+def as_module(m,               # An `nn.Module` or a fastai `Learner`
+              who:str='model', # Name of the argument in the error message
+             ) -> nn.Module:
+    "The `nn.Module` of `m` (a module, or a fastai `Learner`'s model), or a ValueError naming `who`"
+    if isinstance(m, Learner): m = m.model
+    if not isinstance(m, nn.Module):
+        raise ValueError(f"{who} must be an nn.Module or a fastai Learner, got {type(m).__name__}; "
+                         f"pass the model, e.g. `learn.model`")
+    return m
 
 # %% ../nbs/03_models.ipynb #aee8c713
 def conv_block(
@@ -48,7 +62,8 @@ def conv_block(
 
 def _check_width(**kw):
     for k, v in kw.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0: raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
 
 def cnn1d(
     ch:int=64,      # Channels of every conv block: 64 for the teacher, 16 for the student
@@ -61,8 +76,8 @@ def cnn1d(
     _check_width(ch=ch, n_out=n_out, n_in=n_in, seq_len=seq_len)
     L = seq_len
     for _ in range(3): L = (L + 1) // 2
-    return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, ks), block2=conv_block(ch, ch), block3=conv_block(ch, ch),
-                                     flatten=nn.Flatten(), head=nn.Linear(ch*L, n_out)))
+    return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, ks), block2=conv_block(ch, ch),
+                                     block3=conv_block(ch, ch), flatten=nn.Flatten(), head=nn.Linear(ch*L, n_out)))
 
 # %% ../nbs/03_models.ipynb #c2fa76b3
 def mlp(
@@ -93,4 +108,81 @@ def cnn2d(
     s = size
     for _ in range(3): s = (s + 1) // 2
     return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, 3, ndim=2), block2=conv_block(ch, ch, 3, ndim=2),
-                                     block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(), head=nn.Linear(ch*s*s, n_out)))
+                                     block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(),
+                                     head=nn.Linear(ch*s*s, n_out)))
+
+# %% ../nbs/03_models.ipynb #baf721ba
+def model_device(model:nn.Module, # Any module
+                 default=None,    # Device of a model without parameters; `None` for fastai's `default_device()`
+                ) -> torch.device:
+    "Device of the first parameter of `model`, else `default` (else fastai's default device)"
+    p = next(iter(model.parameters()), None)
+    if p is not None: return p.device
+    return torch.device(default) if default is not None else default_device()
+
+# %% ../nbs/03_models.ipynb #1bcacbd6
+@contextmanager
+def evaluating(*models:nn.Module): # The models to run in eval mode inside the block
+    "Context manager: `models` in eval mode inside the block, each submodule's own mode restored after, also on error"
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models: model.eval()
+        yield
+    finally:
+        for m,training in modes: m.train(training) # parents first, so each module ends with its own mode
+
+# %% ../nbs/03_models.ipynb #e649a274
+_wlayers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_bnlayers = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+def transfer_weights(teacher, # The wider trained model (an `nn.Module` or `Learner`)
+                     student, # The model to initialise (an `nn.Module` or `Learner`), changed in place
+                    ) -> pd.DataFrame:
+    "Copy or slice (largest-L1 channels) the teacher's weights into the student's same-named layers; return a report"
+    t_mods,s_mod = dict(as_module(teacher, 'teacher').named_modules()),as_module(student, 'student')
+    rows,sel,n_prev = [],None,None  # teacher channels kept after the last layer, and how many it had
+    def row(name, action, s, t, note=''):
+        rows.append(dict(layer=name, action=action, student_shape=tuple(s.shape),
+                         teacher_shape=None if t is None else tuple(t.shape), note=note))
+    with torch.no_grad():
+        for name,sm in s_mod.named_modules():
+            own = list(sm.named_parameters(recurse=False)) + list(sm.named_buffers(recurse=False))
+            if list(sm.children()) or not own: continue
+            tm = t_mods.get(name)
+            if tm is None or type(tm) is not type(sm):
+                for k,v in own: row(f'{name}.{k}', 'skipped', v, None, 'no layer of that name and type in the teacher')
+                sel = n_prev = None; continue
+            tsd = dict(list(tm.named_parameters(recurse=False)) + list(tm.named_buffers(recurse=False)))
+            if isinstance(sm, _wlayers):
+                ws,wt = sm.weight,tm.weight
+                o_s,i_s,o_t,i_t = ws.shape[0],ws.shape[1],wt.shape[0],wt.shape[1]
+                why = ''
+                if ws.shape[2:] != wt.shape[2:] or getattr(sm, 'groups', 1) != 1: why = 'kernel size or groups differ'
+                elif o_s > o_t or i_s > i_t: why = 'student is wider than the teacher'
+                if i_s == i_t: in_idx = torch.arange(i_t)
+                elif not why and sel is not None and i_t % n_prev == 0 and i_s == len(sel)*(i_t//n_prev):
+                    r = i_t//n_prev
+                    in_idx = (sel[:, None]*r + torch.arange(r)).flatten()
+                elif not why: why = 'input width differs and the previous layer gives no channel map'
+                if why:
+                    for k,v in own: row(f'{name}.{k}', 'skipped', v, tsd.get(k), why)
+                    sel = n_prev = None; continue
+                if o_s == o_t: out_idx = torch.arange(o_t)
+                else: out_idx = wt.abs().flatten(1).sum(1).topk(o_s).indices.sort().values # largest L1, in order
+                for k,v in own:
+                    src = tsd[k][out_idx.to(tsd[k].device)]
+                    if k == 'weight': src = src[:, in_idx.to(src.device)]
+                    v.copy_(src)
+                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
+                sel,n_prev = out_idx,o_t
+            elif (isinstance(sm, _bnlayers) and sel is not None and len(sel) == sm.num_features
+                  and n_prev == tm.num_features):
+                for k,v in own:
+                    src = tsd[k] if tsd[k].dim() == 0 else tsd[k][sel.to(tsd[k].device)]
+                    v.copy_(src)
+                    row(f'{name}.{k}', 'copied' if v.shape == tsd[k].shape else 'sliced', v, tsd[k])
+            else:
+                for k,v in own:
+                    if k in tsd and tsd[k].shape == v.shape: v.copy_(tsd[k]); row(f'{name}.{k}', 'copied', v, tsd[k])
+                    else: row(f'{name}.{k}', 'skipped', v, tsd.get(k), 'shapes differ')
+    return pd.DataFrame(rows, columns=['layer', 'action', 'student_shape', 'teacher_shape', 'note'])

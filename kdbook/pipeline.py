@@ -17,10 +17,10 @@ from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, 
 from fastai.callback.schedule import combine_scheds, SchedNo # the module patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .settings import override_settings
-from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device
+from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
-from .distill import KDCallback, mask_labels
+from .distill import KDCallback
 from .schedules import SchedAgp
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds

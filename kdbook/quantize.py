@@ -10,9 +10,8 @@ import copy, logging
 from contextlib import contextmanager
 import torch
 from torch import nn
-from fastai.learner import Learner
 from fastai.data.core import DataLoaders
-from .models import model_and_dls
+from .models import model_and_dls, model_device, evaluating
 
 # %% auto #0
 __all__ = ['quant_schemes', 'calibrate_act_scales', 'quantize_model']
@@ -45,10 +44,6 @@ def quant_schemes() -> tuple:
     return ('int8_weight', 'int8_dynamic', 'int8_static')
 
 # %% ../nbs/07_quantize.ipynb #161d417c
-def _model_device(model):
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device('cpu')
-
 def _linear_names(model): return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 def calibrate_act_scales(
@@ -70,14 +65,12 @@ def calibrate_act_scales(
         return f
     for n, m in model.named_modules():
         if isinstance(m, nn.Linear): hooks.append(m.register_forward_pre_hook(_hook(n)))
-    dev, was_training = _model_device(model), model.training
-    model.eval()
+    dev = model_device(model, 'cpu')
     try:
-        with torch.inference_mode():
+        with evaluating(model), torch.inference_mode():
             for _, b in zip(range(n_calib), dls.train): model(b[0].to(dev))
     finally:
         for h in hooks: h.remove()
-        model.train(was_training)
     return {n: o.calculate_qparams()[0].reshape([1]*nd) for n, (o, nd) in obs.items()}
 
 # %% ../nbs/07_quantize.ipynb #d32f4717
@@ -94,7 +87,8 @@ def quantize_model(
     if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}: use one of {quant_schemes()}")
     model, dls = model_and_dls(model_or_learner, dls)
     names = _linear_names(model)
-    if not names: raise ValueError("The model has no nn.Linear layer: torchao 0.18's int8 schemes quantize Linear layers only")
+    if not names:
+        raise ValueError("The model has no nn.Linear layer: torchao 0.18's int8 schemes quantize Linear layers only")
     if any(_is_quantized(p) for p in model.parameters()):
         raise ValueError("The model is already quantized: quantize the float model instead")
     if scheme == 'int8_static' and dls is None:

@@ -14,7 +14,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
-from .models import count_params, model_and_dls
+from .models import count_params, model_and_dls, model_device, evaluating
 
 # %% auto #0
 __all__ = ['dequantized', 'count_nonzero_params', 'serialized_state', 'state_dict_bytes', 'count_macs', 'time_models',
@@ -49,21 +49,16 @@ def state_dict_bytes(
     return len(serialized_state(model))
 
 # %% ../nbs/08_report.ipynb #1204466a
-def _model_device(model):
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device('cpu')
+def _model_device(model): return model_device(model, 'cpu') # `_top1`'s name for it (`_top1` is being made public)
 
 def count_macs(
     model:nn.Module, # Model to count; run once in eval mode under `torch.inference_mode`
     xb:torch.Tensor, # A batch of inputs (any batch size)
 ) -> int:
     "Multiply-accumulates per sample of one forward pass, counted by `torch.utils.flop_counter`"
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._int_mm: mm_flop.__wrapped__}) as fc, torch.inference_mode():
-            model(xb.to(_model_device(model)))
-    finally: model.train(was_training)
+    int_mm = {torch.ops.aten._int_mm: mm_flop.__wrapped__}
+    with evaluating(model), FlopCounterMode(display=False, custom_mapping=int_mm) as fc, torch.inference_mode():
+        model(xb.to(model_device(model, 'cpu')))
     return int(round(fc.get_total_flops() / 2 / len(xb)))
 
 # %% ../nbs/08_report.ipynb #32f762fe
@@ -77,22 +72,18 @@ def time_models(
     n_warmup:int=3,   # Untimed passes before timing
 ) -> dict:
     "Median seconds of one forward pass of `xb` for each model, runs interleaved across models"
-    if not isinstance(n_runs, int) or n_runs <= 0: raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
-    devs = {k: _model_device(m) for k, m in models.items()}
+    if not isinstance(n_runs, int) or n_runs <= 0:
+        raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
+    devs = {k: model_device(m, 'cpu') for k, m in models.items()}
     xs = {k: xb.to(d) for k, d in devs.items()}
-    states = {k: m.training for k, m in models.items()}
     times = {k: [] for k in models}
-    try:
-        for m in models.values(): m.eval()
-        with torch.inference_mode():
+    with evaluating(*models.values()), torch.inference_mode():
+        for k, m in models.items():
+            for _ in range(n_warmup): m(xs[k])
+        for _ in range(n_runs):
             for k, m in models.items():
-                for _ in range(n_warmup): m(xs[k])
-            for _ in range(n_runs):
-                for k, m in models.items():
-                    _sync(devs[k]); t = time.perf_counter(); m(xs[k]); _sync(devs[k])
-                    times[k].append(time.perf_counter() - t)
-    finally:
-        for k, m in models.items(): m.train(states[k])
+                _sync(devs[k]); t = time.perf_counter(); m(xs[k]); _sync(devs[k])
+                times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 # %% ../nbs/08_report.ipynb #7ecda6fa

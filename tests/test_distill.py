@@ -1,4 +1,4 @@
-"Integration tests of `kdbook.distill` on real fastai Learners (CPU, a few seconds each)"
+"Integration tests of distillation (`kdbook.teacher`, `kdbook.distill`, `kdbook.soft_targets` and the data helpers they use) on real fastai Learners (CPU, a few seconds each)"
 import copy, pickle
 from functools import partial
 from pathlib import Path
@@ -12,11 +12,12 @@ from fastai.callback.schedule import *  # fit_one_cycle, lr_find, fine_tune
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
-from kdbook.data import arrays_dls, mnist1d_dls
-from kdbook.models import cnn1d, mlp
+from kdbook.data import arrays_dls, mnist1d_dls, InputNoise, mask_labels, MaskedAccuracy
+from kdbook.models import cnn1d, mlp, transfer_weights
 from kdbook.losses import kd_loss, dkd_loss, attention_loss
-from kdbook.distill import (Teacher, as_teacher, KDCallback, FeatureKDCallback, InputNoise, SoftTargetCache,
-                            mask_labels, MaskedAccuracy, transfer_weights, snapshot, same_weights)
+from kdbook.teacher import Teacher, as_teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback
+from kdbook.soft_targets import SoftTargetCache
 
 torch.set_num_threads(1)
 
@@ -127,8 +128,9 @@ def test_bf16_autocast_cpu(mdls):
 
 def test_export_load_predict_without_teacher(mdls, tmp_path):
     big = cnn1d(256)  # ~0.6M params, 2.4 MB
+    t = Teacher(big)  # one Teacher for both callbacks
     learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                    cbs=[KDCallback(big), FeatureKDCallback(big, 'block2')])
+                    cbs=[KDCallback(t), FeatureKDCallback(t, 'block2')])
     fit(learn, 1, 1e-2)
     learn.export('kd.pkl')
     plain = Learner(mdls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path)
@@ -145,13 +147,14 @@ def test_export_load_predict_without_teacher(mdls, tmp_path):
 
 def test_feature_adapters_and_hooks(mdls):
     tm = cnn1d(64)
-    fk = FeatureKDCallback(tm, [('block2', 'block2'), ('block3.0', 'block3.0')], weight=0.5)
+    t = Teacher(tm)  # one Teacher for both callbacks
+    fk = FeatureKDCallback(t, [('block2', 'block2'), ('block3.0', 'block3.0')], weight=0.5)
     seen = {}
     class Spy(Callback):
         order = FeatureKDCallback.order + 1
         def after_loss(self):
             if self.training: seen['opt'] = {id(p) for p in self.learn.opt.all_params().itemgot(0)}
-    learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(tm), fk, Spy()])
+    learn = Learner(mdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), cbs=[KDCallback(t), fk, Spy()])
     fit(learn, 1, 1e-2)
     ad = fk.adapters
     assert set(ad) == {'block2->block2', 'block3.0->block3.0'}

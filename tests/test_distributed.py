@@ -9,8 +9,8 @@ from torch import nn
 
 
 def _crc(ts):
-    from kdbook.distill import _tensor_crc
-    return _tensor_crc(list(ts))
+    from kdbook.teacher import tensor_crc
+    return tensor_crc(list(ts))
 
 
 def worker(out):
@@ -22,7 +22,9 @@ def worker(out):
     from fastai.distributed import DistributedDL
     from kdbook.data import mnist1d_dls
     from kdbook.models import cnn1d
-    from kdbook.distill import Teacher, KDCallback, FeatureKDCallback, SoftTargetCache
+    from kdbook.teacher import Teacher
+    from kdbook.distill import KDCallback, FeatureKDCallback
+    from kdbook.soft_targets import SoftTargetCache
     from kdbook.prune import PruneCallback, lottery_ticket
     import torch.distributed as dist
     from kdbook.distributed import setup_process_group, ddp_ctx, gather_object, teardown_distrib

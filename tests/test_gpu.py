@@ -17,7 +17,8 @@ def test_cpu_teacher_on_gpu_student_fp16():
     import fastai.callback.progress  # Learner.no_bar
     from kdbook.data import mnist1d_dls
     from kdbook.models import cnn1d
-    from kdbook.distill import KDCallback, snapshot, same_weights
+    from kdbook.teacher import snapshot, same_weights
+    from kdbook.distill import KDCallback
     dls = mnist1d_dls(bs=128)
     assert dls.device.type == 'cuda'
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ from kdbook.data import arrays_dls
 from kdbook.models import mlp
 from kdbook.losses import (kd_loss, soft_ce_loss, hard_kd_loss, bce_kd_loss, logit_mse_loss, regression_kd_loss,
                            dkd_loss, fitnet_loss, attention_loss, rkd_loss, pkt_loss)
-from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights
+from kdbook.teacher import Teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback
 from kdbook.prune import PruneCallback, compute_masks, GRANULARITIES, CRITERIA, SCOPES
 
 torch.set_num_threads(1)
@@ -300,9 +301,10 @@ def test_fit_never_corrupts_teacher_or_masks(alpha, T, loss, sparsity, granulari
     "KD (+ features) + pruning with random settings and spoiled batches: it trains or stops with a ValueError, and the teacher and masks are intact"
     torch.manual_seed(seed)
     tm = mlp(8, (16,), 3); snap = snapshot(tm)
-    cbs = [KDCallback(tm, loss_func=loss, alpha=alpha, T=T),
+    t = Teacher(tm)  # one Teacher for both callbacks
+    cbs = [KDCallback(t, loss_func=loss, alpha=alpha, T=T),
            PruneCallback(sparsity, granularity=granularity, criterion=criterion, n_taylor=1)]
-    if features: cbs.append(FeatureKDCallback(tm, 'fc1'))
+    if features: cbs.append(FeatureKDCallback(t, 'fc1'))
     if spoil is not None: cbs.append(Spoil(*spoil))
     learn = Learner(DLS, mlp(8, (8,), 3), loss_func=CrossEntropyLossFlat(), cbs=cbs)
     learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))

@@ -16,8 +16,9 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from kdbook.data import mnist1d_dls
-from kdbook.models import cnn1d, count_params
-from kdbook.distill import KDCallback, FeatureKDCallback, Teacher, snapshot, same_weights, _model_device
+from kdbook.models import cnn1d, count_params, model_device
+from kdbook.teacher import Teacher, as_teacher, snapshot, same_weights
+from kdbook.distill import KDCallback, FeatureKDCallback
 from kdbook.prune import PruneCallback, prunable_layers, bake_masks
 from kdbook.schedules import AttrScheduler
 
@@ -181,7 +182,8 @@ def _interrupted(dls, tmp_path, extra=(), student_exc=None, teacher_exc=None):
     rg = [p.requires_grad for p in tm.parameters()]
     student = cnn1d(16)
     if student_exc is not None: student.block3.append(RaiseIn(student_exc))
-    cbs = [KDCallback(tm), FeatureKDCallback(tm, 'block2'), PruneCallback(0.5)]
+    t = Teacher(tm)  # one Teacher for both callbacks
+    cbs = [KDCallback(t), FeatureKDCallback(t, 'block2'), PruneCallback(0.5)]
     learn = Learner(dls, student, loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs)
     n_met = len(learn.metrics)
     if student_exc is not None: student.block3[-1].n = -1
@@ -250,9 +252,9 @@ def test_interrupted_in_forward(sdls, tmp_path, where, exc):
 def test_bad_schedule_mid_fit_leaves_clean_state(sdls, tmp_path):
     "An AttrScheduler moving alpha out of [0, 1] raises the KDCallback's ValueError mid-fit; nothing is left behind"
     torch.manual_seed(0)
-    tm = cnn1d(32); snap = snapshot(tm)
+    tm = cnn1d(32); snap = snapshot(tm); t = Teacher(tm)
     learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                    cbs=[KDCallback(tm), FeatureKDCallback(tm, 'block2')])
+                    cbs=[KDCallback(t), FeatureKDCallback(t, 'block2')])
     n_met = len(learn.metrics)
     with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\]'), learn.no_bar(), learn.no_logging():
         learn.fit(1, 1e-2, cbs=AttrScheduler({'kd.alpha': SchedLin(0., 5.)}))
@@ -285,7 +287,8 @@ class Dtypes(Callback):
 
 def _amp_learner(dls, teacher, amp=None, criterion='magnitude', **kw):
     torch.manual_seed(1)
-    cbs = [KDCallback(teacher, alpha=0.5), FeatureKDCallback(teacher, 'block2'),
+    t = as_teacher(teacher)  # one Teacher for both callbacks
+    cbs = [KDCallback(t, alpha=0.5), FeatureKDCallback(t, 'block2'),
            PruneCallback(0.5, schedule='agp', criterion=criterion, n_taylor=4), Dtypes()]
     if amp: cbs.append(CPUMixedPrecision(amp, **kw))
     learn = Learner(dls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs)
@@ -339,8 +342,8 @@ class ToMeta(nn.Module):
 
 def test_device_logic_with_meta(sdls, tmp_path):
     meta = torch.device('meta')
-    assert _model_device(cnn1d(16).to(meta)) == meta
-    assert _model_device(nn.ReLU(), default=meta) == meta                     # no parameters: the default
+    assert model_device(cnn1d(16).to(meta)) == meta
+    assert model_device(nn.ReLU(), default=meta) == meta                     # no parameters: the default
     tm = cnn1d(32)
     t = Teacher(tm).prepare(meta)                                             # moved to the student's device
     assert all(p.is_meta and not p.requires_grad for p in tm.parameters()) and not tm.training
@@ -367,14 +370,15 @@ def test_export_fresh_process_without_teacher(sdls, tmp_path):
     from kdbook.quantize import quantize_model
     torch.manual_seed(0)
     big = cnn1d(256)                                                          # 0.4M parameters (1.6 MB): a leak would show
-    cbs = [KDCallback(big), FeatureKDCallback(big, 'block2'), PruneCallback(0.7),
+    t = Teacher(big)  # one Teacher for both callbacks
+    cbs = [KDCallback(t), FeatureKDCallback(t, 'block2'), PruneCallback(0.7),
            AttrScheduler({'kd.alpha': SchedLin(0.2, 0.8)})]
     learn = Learner(sdls, cnn1d(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path, cbs=cbs)
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     bake_masks(learn)
     learn.export('student.pkl')
     q = Learner(sdls, quantize_model(learn.model, 'int8_weight'), loss_func=CrossEntropyLossFlat(), path=tmp_path,
-                cbs=[KDCallback(big), FeatureKDCallback(big, 'block2')])
+                cbs=[KDCallback(t), FeatureKDCallback(t, 'block2')])
     q.export('student_int8.pkl')
     plain = Learner(sdls, copy.deepcopy(learn.model), loss_func=CrossEntropyLossFlat(), path=tmp_path)
     plain.export('plain.pkl')

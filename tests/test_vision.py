@@ -10,7 +10,9 @@ import pytest, torch
 from fastai.vision.all import vision_learner, resnet18, Learner, CrossEntropyLossFlat, accuracy, load_learner, set_seed
 from kdbook.data import mnist_dls
 from kdbook.models import cnn2d, count_params
-from kdbook.distill import KDCallback, SoftTargetCache, snapshot, same_weights
+from kdbook.teacher import snapshot, same_weights
+from kdbook.distill import KDCallback
+from kdbook.soft_targets import SoftTargetCache
 from kdbook.prune import PruneCallback, prunable_layers
 
 
