@@ -1,4 +1,4 @@
-"""`kdbook demo` runs the demo or the compression pipeline of `kdbook.pipeline` and prints its table; its flags override `settings.ini`.
+"""`kdbook demo` runs the demo or the compression pipeline of `kdbook.pipeline`; its flags override `settings.ini`.
 
 Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 
@@ -24,14 +24,15 @@ def kdbook_cli(
     epochs:int=None, # Epochs of every fit (default: settings.ini)
     seed:int=None,   # Random seed (default: settings.ini)
     device:str=None, # cpu, cuda, cuda:N or mps (default: settings.ini, else fastai's default)
-    sparsity:float=None, # Target sparsity of the pipeline's pruned student, --pipeline full only (default: student_sparsity of settings.ini)
+    sparsity:float=None, # Target sparsity of the pruned student, --pipeline full only (default: settings.ini's)
     out:str=None,    # Folder to write results.csv, results.json and results.png into
     config:str=None, # A settings.ini to use instead of the nearest one
     quiet:bool=False, # Hide the progress bars
 ):
     "Run kdbook's main job and print its table"
     try:
-        if pipeline not in demo_pipelines: raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
+        if pipeline not in demo_pipelines:
+            raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
         if sparsity is not None and pipeline != 'full':
             raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
         s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,

@@ -21,13 +21,14 @@ __all__ = ['check_device', 'PickItem', 'NormalizeArray', 'arrays_dls', 'mnist1d_
            'diabetes_dls', 'mnist_images', 'mnist_dls', 'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise']
 
 # %% ../nbs/02_data.ipynb #ae4dbd85
-def check_device(device=None # `None` for fastai's default device, else a `torch.device` or a name such as 'cpu', 'cuda:0'
+def check_device(device=None # `None` for fastai's default device, else a `torch.device` or a name like 'cpu', 'cuda:0'
                 ) -> torch.device:
     "Return `device` as a `torch.device`, or raise `ValueError` if it is unknown or absent on this machine"
     if device is None: return default_device()
     try: dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"Unknown device {device!r}: use None (fastai's default), 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+        raise ValueError(f"Unknown device {device!r}: use None (fastai's default), 'cpu', 'cuda', 'cuda:N' "
+                         f"or 'mps'") from e
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} asked for, but CUDA is not available on this machine: use 'cpu' or None")
     if dev.type == 'mps' and not torch.backends.mps.is_available():
@@ -87,7 +88,7 @@ def arrays_dls(
     else: y_tfm = Categorize(vocab=sorted(np.unique(y).tolist()), sort=False)
     items = list(zip(x, y.astype(np.float32) if regression else y.tolist()))
     dsets = Datasets(items, tfms=[[PickItem(0), x_tfm], [PickItem(1), y_tfm]], splits=(train_idx, valid_idx))
-    kwargs.setdefault('num_workers', 0) # in-memory arrays: a worker process costs more to start each epoch than it saves
+    kwargs.setdefault('num_workers', 0) # in-memory arrays: a worker costs more to start each epoch than it saves
     dls = dsets.dataloaders(bs=bs, device=device, **kwargs)
     dls.train.rng = random.Random(seed)
     return dls
@@ -143,7 +144,8 @@ def _split(y, valid_pct, split_seed, stratify=True):
     "Train and validation indices of a random split of `y`'s samples, stratified by class if `stratify`"
     from sklearn.model_selection import train_test_split
     if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-    return train_test_split(np.arange(len(y)), test_size=valid_pct, random_state=split_seed, stratify=y if stratify else None)
+    return train_test_split(np.arange(len(y)), test_size=valid_pct, random_state=split_seed,
+                            stratify=y if stratify else None)
 
 def digits_dls(
     bs:int=64,           # Batch size, > 0

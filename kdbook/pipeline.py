@@ -1,4 +1,4 @@
-"""`run_demo` trains a teacher and its students; `run_pipeline` distils, prunes and quantizes a student; each returns one table, which `save_results` writes with its plot.
+"""`run_demo` trains a teacher and its students; `run_pipeline` distils, prunes and quantizes a student.
 
 Docs: https://kdbook.github.io/kdbook/pipeline.html.md"""
 
@@ -124,7 +124,8 @@ def run_pipeline(
                          f"weights set to zero), got {s['student_sparsity']}")
     if not 0 <= channel_ratio < 1:
         raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
-    if scheme not in quant_schemes(): raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
+    if scheme not in quant_schemes():
+        raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
     device = check_device(s['device'] or None)
     task = _task(s['dataset'], s['teacher_width'], s['student_width'])
     if not task.classify:
@@ -161,7 +162,8 @@ def run_pipeline(
     df['train_s'] = [secs[k] for k in models]
     cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
             'accuracy', 'agreement', 'train_s']
-    df = df[cols].rename_axis('model').reset_index().round(dict(weight_sparsity=4, latency_ms=3, accuracy=4, agreement=4, train_s=1))
+    df = df[cols].rename_axis('model').reset_index()
+    df = df.round(dict(weight_sparsity=4, latency_ms=3, accuracy=4, agreement=4, train_s=1))
     return (df, models, dls) if return_models else df
 
 # %% ../nbs/10_pipeline.ipynb #f63276af
@@ -170,18 +172,21 @@ def save_results(
     out,              # Folder to write `results.csv`, `results.json` and `results.png` into
     settings:dict=None, # Settings to record in the JSON
 ) -> Path:
-    "Write a demo's table as CSV and JSON, and its plot as PNG (accuracy vs size for the pipeline, score vs params otherwise)"
+    "Write a demo's table as CSV and JSON and its plot as PNG (accuracy vs size for the pipeline, else score vs params)"
     from matplotlib.figure import Figure
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     res.to_csv(out/'results.csv', index=False)
-    (out/'results.json').write_text(json.dumps({'settings': settings or {}, 'results': res.to_dict('records')}, indent=2))
+    res_json = {'settings': settings or {}, 'results': res.to_dict('records')}
+    (out/'results.json').write_text(json.dumps(res_json, indent=2))
     fig = Figure(figsize=(7, 4.5) if 'size_bytes' in res.columns else (6, 4))
     ax = fig.subplots()
-    if 'size_bytes' in res.columns: plot_accuracy_vs_size(res.set_index('model'), ax=ax, title='The compression pipeline')
+    if 'size_bytes' in res.columns:
+        plot_accuracy_vs_size(res.set_index('model'), ax=ax, title='The compression pipeline')
     else:
         score = res.columns[2]
         ax.scatter(res.params, res[score])
-        for _, r in res.iterrows(): ax.annotate(r.model, (r.params, r[score]), textcoords='offset points', xytext=(4, 4))
+        for _, r in res.iterrows():
+            ax.annotate(r.model, (r.params, r[score]), textcoords='offset points', xytext=(4, 4))
         ax.set_xscale('log'); ax.set_xlabel('parameters'); ax.set_ylabel(f'validation {score}'); ax.grid(alpha=.3)
     fig.tight_layout(); fig.savefig(out/'results.png', dpi=120)
     return out

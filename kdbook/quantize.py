@@ -1,4 +1,4 @@
-"""Post-training int8 quantization with torchao: weight-only, dynamic and static (calibrated) schemes, on a copy of the model.
+"""Post-training int8 quantization with torchao: weight-only, dynamic and static (calibrated), on a copy of the model.
 
 Docs: https://kdbook.github.io/kdbook/quantize.html.md"""
 

@@ -1,4 +1,4 @@
-"""Parameters, nonzero parameters, MACs, file size, CPU latency and accuracy of a model, a comparison table over several models, and an accuracy-vs-size plot.
+"""Parameters, nonzero parameters, MACs, file size, latency and accuracy of models, in one table and one plot.
 
 Docs: https://kdbook.github.io/kdbook/report.html.md"""
 
@@ -112,7 +112,8 @@ def dl_accuracy(
 # %% ../nbs/08_report.ipynb #aa74cd49
 def _input_batch(dls, xb, bs):
     if xb is not None: return xb
-    if dls is None: raise ValueError("Need inputs for MACs and latency: pass `dls` (or a Learner) or an example batch `xb`")
+    if dls is None:
+        raise ValueError("Need inputs for MACs and latency: pass `dls` (or a Learner) or an example batch `xb`")
     if not isinstance(bs, int) or bs <= 0: raise ValueError(f"bs must be a positive integer, got {bs!r}")
     xs, n = [], 0
     while n < bs:

@@ -32,9 +32,11 @@ def book_settings(
         if k not in cfg: continue
         raw = cfg.get(k)
         try: res[k] = type(v)(raw)
-        except ValueError: raise ValueError(f"{cfg.config_file}: {k} = {raw!r} is not a valid {type(v).__name__}") from None
+        except ValueError:
+            raise ValueError(f"{cfg.config_file}: {k} = {raw!r} is not a valid {type(v).__name__}") from None
     unknown = set(cfg.d.keys()) - set(book_defaults)
-    if unknown: raise ValueError(f"{cfg.config_file}: unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
+    if unknown:
+        raise ValueError(f"{cfg.config_file}: unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
     return res
 
 # %% ../nbs/02_settings.ipynb #aa29bb18
