@@ -131,7 +131,7 @@ class KDCallback(Callback):
     def _check_training(self):
         "Checks that only matter when training (fastai also runs `before_fit` in `validate` and `get_preds`)"
         if self.teacher is None and self.cache is None:
-            raise ValueError("KDCallback has no teacher (it is not exported with the Learner): "
+            raise RuntimeError("KDCallback has no teacher (it is not exported with the Learner): "
                              "create a new KDCallback(teacher) to train again")
         if self.cache is not None:
             bad = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, (MixHandler, InputNoise))]
@@ -313,7 +313,7 @@ class FeatureKDCallback(Callback):
     def before_train(self):
         "Refuse to train without a teacher; reset the epoch average"
         if self.teacher is None:
-            raise ValueError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
+            raise RuntimeError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
                              "create a new FeatureKDCallback(teacher, layers) to train again")
         self._sums,self._n = 0.,0
 
@@ -335,9 +335,9 @@ class FeatureKDCallback(Callback):
             self._sf,self._tf = list(self._hooks[0].stored),list(self._hooks[1].stored)
         finally: self._remove()
         if any(o is None for o in self._tf):
-            raise ValueError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run earlier "
-                             "on this batch by another callback with a different Teacher object? Pass the same Teacher "
-                             "to both")
+            raise RuntimeError("FeatureKDCallback: the teacher's hooked layers did not run; was the teacher run "
+                               "earlier on this batch by another callback with a different Teacher object? Pass the "
+                               "same Teacher to both")
 
     def after_loss(self):
         "Add the weighted feature loss"

@@ -26,7 +26,7 @@ from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
 
 # %% auto #0
-__all__ = ['demo_datasets', 'demo_pipelines', 'run_demo', 'run_pipeline', 'save_results']
+__all__ = ['demo_datasets', 'demo_pipelines', 'run_demo', 'prune_schedule', 'run_pipeline', 'save_results']
 
 # %% ../nbs/10_pipeline.ipynb #a20be1e2
 _tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
@@ -98,8 +98,8 @@ def run_demo(
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
 demo_pipelines = ('kd', 'full')
 
-def _prune_schedule():
-    "Share of the target sparsity along training: AGP over the first 70%, then the target for the last 30%"
+def prune_schedule():
+    "The pipeline's pruning schedule, share of the target sparsity along training: AGP over 70%, then the target"
     return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
 
 def _deflated_bytes(model):
@@ -141,7 +141,7 @@ def run_pipeline(
     learn, secs['student, KD'] = fit(task.student(), cbs=kd(teacher))
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    prune = PruneCallback(s['student_sparsity'], schedule=_prune_schedule())
+    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule())
     learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune])
     bake_masks(learn)
     models[pruned] = learn.model

@@ -13,6 +13,7 @@ from fastcore.basics import store_attr
 from fastai.torch_core import get_model
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedNo
+from .models import evaluating
 from .schedules import SchedAgp, SchedStep, AttrScheduler
 from .report import dequantized
 
@@ -407,8 +408,7 @@ def prune_channels(
         try: ign.append(new.get_submodule(n))
         except AttributeError:
             raise ValueError(f"ignored_layers: no module named {n!r}; modules: {list(names.values())[1:]}") from None
-    with torch.no_grad(): ref = model.eval()(example_input)
-    model.train(was_training)
+    with evaluating(model), torch.no_grad(): ref = model(example_input)
     if ignore_output and (o := _output_layer(new, example_input)) is not None: ign.append(o)
     try:
         pruner = tp.pruner.MetaPruner(new, example_input, importance=imp, pruning_ratio=ratio, ignored_layers=ign,

@@ -49,8 +49,6 @@ def state_dict_bytes(
     return len(serialized_state(model))
 
 # %% ../nbs/08_report.ipynb #1204466a
-def _model_device(model): return model_device(model, 'cpu') # `_top1`'s name for it (`_top1` is being made public)
-
 def count_macs(
     model:nn.Module, # Model to count; run once in eval mode under `torch.inference_mode`
     xb:torch.Tensor, # A batch of inputs (any batch size)
@@ -92,12 +90,9 @@ def top1_preds(
     dl,              # Loader of `(x, y)` batches, e.g. `dls.valid`
 ) -> tuple:
     "Predicted classes of `model` and the labels over all batches of `dl`, as CPU tensors, in eval mode"
-    dev, was_training, preds, ys = _model_device(model), model.training, [], []
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for xb, yb in dl: preds.append(model(xb.to(dev)).argmax(-1).cpu()); ys.append(yb.view(-1).cpu())
-    finally: model.train(was_training)
+    dev, preds, ys = model_device(model, 'cpu'), [], []
+    with evaluating(model), torch.inference_mode():
+        for xb, yb in dl: preds.append(model(xb.to(dev)).argmax(-1).cpu()); ys.append(yb.view(-1).cpu())
     return (torch.cat(preds), torch.cat(ys)) if ys else (torch.zeros(0, dtype=torch.long),)*2
 
 def dl_accuracy(

@@ -142,7 +142,7 @@ def test_export_load_predict_without_teacher(mdls, tmp_path):
     x = mdls.valid_ds[0][0].numpy()
     assert loaded.predict(x)[0] == learn.predict(x)[0]
     torch.testing.assert_close(loaded.predict(x)[2], learn.predict(x)[2])
-    with pytest.raises(ValueError, match='no teacher'): fit(loaded, 1)
+    with pytest.raises(RuntimeError, match='no teacher'): fit(loaded, 1)
 
 
 def test_feature_adapters_and_hooks(mdls):
