@@ -12,12 +12,14 @@ import numpy as np, torch
 from fastcore.basics import store_attr
 from fastcore.xdg import xdg_cache_home
 from fastai.torch_core import default_device
-from fastai.data.core import Datasets, DataLoaders
+from fastai.data.core import Datasets, DataLoaders, TfmdDL
+from fastai.data.load import fa_collate
+from fastai.torch_core import to_device
 from fastai.data.transforms import Categorize
 from fasttransform import Transform, ItemTransform
 
 # %% auto #0
-__all__ = ['check_device', 'PickItem', 'NormalizeArray', 'arrays_dls', 'mnist1d_arrays', 'mnist1d_dls', 'digits_dls',
+__all__ = ['check_device', 'PickItem', 'NormalizeArray', 'TensorDL', 'arrays_dls', 'mnist1d_arrays', 'mnist1d_dls', 'digits_dls',
            'diabetes_dls', 'mnist_images', 'mnist_dls', 'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise']
 
 # %% ../nbs/02_data.ipynb #ae4dbd85
@@ -60,6 +62,34 @@ class NormalizeArray(Transform):
         return (t - self.mean) / self.std # a plain tensor: fastai tensor subclasses slow every op of the model on CPU
     def decodes(self, o): return o * self.std + self.mean
 
+# %% ../nbs/02_data.ipynb #7d52334c
+def _deterministic(dl) -> bool:
+    "True if the items of `dl` can be computed once: no random item transforms and no `before_batch` transforms"
+    fs = [f for tl in getattr(dl.dataset, 'tls', []) for f in tl.tfms.fs] + list(dl.after_item.fs)
+    return not dl.before_batch.fs and not any(getattr(f, 'split_idx', None) is not None for f in fs)
+
+class TensorDL(TfmdDL):
+    "A fastai `TfmdDL` that collates its whole data set once, on its device, and forms each batch with one index op"
+    def _columns(self):
+        "The collated data set as a tuple of tensors on `self.device`, computed on first use"
+        key = (id(self.dataset), len(self.dataset), str(self.device))
+        c = self.__dict__.get('_cols')
+        if c is None or c[0] != key:
+            b = fa_collate([self.do_item(i) for i in range(len(self.dataset))])
+            self.__dict__['_cols'] = c = (key, tuple(to_device(b, self.device)))
+        return c[1]
+    def create_batches(self, samps):
+        samps = list(samps)
+        if not samps or not _deterministic(self) or not self.indexed: yield from super().create_batches(samps); return
+        cols = self._columns()
+        idx = torch.as_tensor(samps, dtype=torch.long, device=cols[0].device) # one copy per epoch, then slices
+        for i in range(0, len(idx), self.bs):
+            if self.drop_last and i + self.bs > len(idx): break
+            b = idx[i:i+self.bs]
+            yield tuple(c[b] for c in cols)
+    def __getstate__(self): # the cached tensors never go into a pickle (an exported Learner carries no data)
+        return {k: v for k, v in self.__dict__.items() if k != '_cols'}
+
 # %% ../nbs/02_data.ipynb #40588878
 def arrays_dls(
     x:np.ndarray,       # Inputs, one row per sample
@@ -89,6 +119,7 @@ def arrays_dls(
     items = list(zip(x, y.astype(np.float32) if regression else y.tolist()))
     dsets = Datasets(items, tfms=[[PickItem(0), x_tfm], [PickItem(1), y_tfm]], splits=(train_idx, valid_idx))
     kwargs.setdefault('num_workers', 0) # in-memory arrays: a worker costs more to start each epoch than it saves
+    kwargs.setdefault('dl_type', TensorDL) # one index op per batch (falls back to per-item loading by itself)
     dls = dsets.dataloaders(bs=bs, device=device, **kwargs)
     dls.train.rng = random.Random(seed)
     return dls
