@@ -9,7 +9,10 @@
 in interleaved rounds, median of the rounds. Targets (issue "Fast data path"): kdbook <= 1.15x the floor and
 <= 0.85x fastai's per-item pipeline.
 
-    python benchmarks/bench_loader.py [--rounds 9] [--threads 2] [--bs 128]
+    python benchmarks/bench_loader.py [--rounds 9] [--threads 2] [--bs 128] [--fit-epochs 40]
+
+With `--fit-epochs N` it also times one `fit_one_cycle(N, 1e-2)` of the same model with kdbook's loader and with the
+floor (the book's teacher recipe; on a GPU the data stays on the GPU in both).
 """
 import argparse, statistics, time
 import torch
@@ -17,6 +20,7 @@ from fastai.data.core import DataLoaders, TfmdDL
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 import fastai.callback.progress  # Learner.no_bar
+import fastai.callback.schedule  # Learner.fit_one_cycle
 from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d
 
@@ -34,7 +38,7 @@ class IndexLoader:
         for i in range(0, len(p), self.bs): b = p[i:i+self.bs]; yield self.x[b], self.y[b]
 
 
-def main(rounds=9, threads=2, bs=128):
+def main(rounds=9, threads=2, bs=128, fit_epochs=0):
     if threads: torch.set_num_threads(threads)
     fast = mnist1d_dls(bs=bs)
     dev = fast.device
@@ -63,6 +67,16 @@ def main(rounds=9, threads=2, bs=128):
     print(f"kdbook / floor                   = {r_floor:.3f}  (target <= 1.15)")
     print(f"kdbook / fastai per-item         = {r_item:.3f}  (target <= 0.85)")
     print(f"kdbook per-item (before) / floor = {per_round('kdbook per-item (before)', 'floor'):.3f}")
+    if fit_epochs:
+        fits = {}
+        for k in ('kdbook', 'floor'):
+            torch.manual_seed(0)
+            learn = Learner(loaders[k], cnn1d(64), loss_func=CrossEntropyLossFlat())
+            with learn.no_bar(), learn.no_logging():
+                sync(); t = time.perf_counter(); learn.fit_one_cycle(fit_epochs, 1e-2, wd=1e-2); sync()
+            fits[k] = time.perf_counter() - t
+        print(f"fit_one_cycle({fit_epochs}): kdbook {fits['kdbook']:.1f} s, floor {fits['floor']:.1f} s, "
+              f"ratio {fits['kdbook']/fits['floor']:.3f} (target <= 1.2)")
     return r_floor, r_item
 
 
@@ -71,5 +85,6 @@ if __name__ == '__main__':
     p.add_argument('--rounds', type=int, default=9)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--bs', type=int, default=128)
+    p.add_argument('--fit-epochs', type=int, default=0, help='also time one fit_one_cycle of this many epochs')
     a = p.parse_args()
-    main(a.rounds, a.threads, a.bs)
+    main(a.rounds, a.threads, a.bs, a.fit_epochs)
