@@ -1,24 +1,25 @@
 """What only a CUDA GPU can show: a CPU teacher handed to a GPU student stays frozen and unchanged (`same_weights`
 compares on one device), fp16 training with KD, and the KD benchmark's models on the loader's device.
 Skipped on machines without CUDA (CI has none); `benchmarks/gpu_run.py` and these tests are run on a lent GPU."""
-import copy, sys, warnings
+import sys
 from pathlib import Path
 import pytest, torch
+# imported here, not inside the tests, so that a renamed or moved name fails on every machine, not only on a GPU
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.callback.fp16 import MixedPrecision
+import fastai.callback.progress  # Learner.no_bar
+from kdbook.data import mnist1d_dls
+from kdbook.models import cnn1d
+from kdbook.teacher import snapshot, same_weights
+from kdbook.distill import KDCallback
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (none on this machine)')
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cpu_teacher_on_gpu_student_fp16():
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    from fastai.metrics import accuracy
-    from fastai.callback.fp16 import MixedPrecision
-    import fastai.callback.progress  # Learner.no_bar
-    from kdbook.data import mnist1d_dls
-    from kdbook.models import cnn1d
-    from kdbook.teacher import snapshot, same_weights
-    from kdbook.distill import KDCallback
     dls = mnist1d_dls(bs=128)
     assert dls.device.type == 'cuda'
     torch.manual_seed(0)
