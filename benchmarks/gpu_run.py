@@ -19,14 +19,14 @@ itself off). `--quick` trains one epoch everywhere and times one round: a smoke 
 Parts (each runs on its own; a failing part is reported in the table and the others still run):
 - demo:     `kdbook demo` (`kdbook.pipeline.run_demo`): teacher, students from scratch and with KD, with 10% of the
             labels
-- pipeline: `kdbook demo --pipeline full` (`kdbook.pipeline.run_pipeline`) when this kdbook has it: teacher, KD
-            student, pruned with KD, int8, channel-pruned
+- pipeline: `kdbook demo --pipeline full` (`kdbook.pipeline.run_pipeline`): teacher, KD student, pruned with KD,
+            int8, channel-pruned
 - kd:       `benchmarks/bench_kd.py`: KD epoch time over plain epoch time (cache and online teacher), as ratios
 - prune:    `benchmarks/bench_prune.py --part unstructured` (90% AGP with KD: sparsity, accuracy, zeros after
             save/load/export) and `--part overhead` (cost of the masks, as ratios; the clock waits for CUDA's
             queued kernels). Its `structured` part times CPU inference and is left to a CPU run.
 """
-import argparse, contextlib, io, math, sys, time, traceback
+import argparse, contextlib, math, sys, time, traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -91,12 +91,10 @@ def run_demo_part(a, rows):
 
 
 def run_pipeline_part(a, rows):
-    from kdbook import pipeline
+    from kdbook.pipeline import run_pipeline
     from kdbook.settings import book_settings
-    if 'full' not in getattr(pipeline, 'demo_pipelines', ()) or not hasattr(pipeline, 'run_pipeline'):
-        rows.append(('pipeline', 'kdbook demo --pipeline full', 'skipped', 'not in this kdbook', math.nan)); return
     quick = {'n_runs': 5} if a.quick else {}
-    df = pipeline.run_pipeline(book_settings(HERE.parent), show=False, epochs=a.epochs, **quick)
+    df = run_pipeline(book_settings(HERE.parent), show=False, epochs=a.epochs, **quick)
     print(df.to_string(index=False))
     for _, r in df.iterrows():
         rows.append(('pipeline', r['model'], 'accuracy', r['accuracy'], r['train_s']))

@@ -6,16 +6,18 @@ Docs: https://kdbook.github.io/kdbook/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #829bc68f
 from __future__ import annotations
-import json, os, random, shutil, tempfile
+import copy, json, os, random, shutil, tempfile
 from pathlib import Path
 import numpy as np, torch
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, GetAttr
 from fastcore.xdg import xdg_cache_home
-from fastai.torch_core import default_device
+from fastai.torch_core import default_device, to_device
 from fastai.data.core import Datasets, DataLoaders, TfmdDL
 from fastai.data.load import fa_collate
-from fastai.torch_core import to_device
 from fastai.data.transforms import Categorize
+from fastai.learner import Metric
+from fastai.callback.core import Callback
+from fastai.callback.mixup import MixHandler
 from fasttransform import Transform, ItemTransform
 
 # %% auto #0
@@ -272,13 +274,6 @@ def mnist_dls(
     kwargs.setdefault('num_workers', 0) # 4,000 small PNGs: worker processes cost more than they save
     return ImageDataLoaders.from_folder(path, train='train', valid='valid', img_cls=PILImageBW, bs=bs, device=device,
                                         batch_tfms=[*(batch_tfms or []), norm], **kwargs)
-
-# %% ../nbs/02_data.ipynb #c75d53df
-import copy
-from fastcore.basics import GetAttr
-from fastai.learner import Metric
-from fastai.callback.core import Callback
-from fastai.callback.mixup import MixHandler
 
 # %% ../nbs/02_data.ipynb #7199e4a6
 class HiddenLabels(GetAttr):
