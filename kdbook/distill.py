@@ -19,7 +19,7 @@ from fastai.optimizer import OptimWrapper
 from .data import InputNoise
 from .models import model_device
 from .teacher import Teacher, as_teacher
-from .losses import kd_loss, fitnet_loss, loss_keywords
+from .losses import kd_loss, fitnet_loss, loss_keywords, FiniteLog
 from .compat import on_fit_error, off_fit_error, IdxRecorder
 
 # %% auto #0
@@ -71,10 +71,25 @@ def _check_one_teacher(cb):
 
 def _is_mix_loss(lf): return isinstance(getattr(lf, '__self__', None), MixHandler)
 
+def _skips_ignored(lf, idx):
+    "Whether loss `lf` (PyTorch's or fastai's cross-entropy) already averages over the samples not labelled `idx`"
+    f = getattr(lf, 'func', lf)
+    return isinstance(f, nn.CrossEntropyLoss) and f.ignore_index == idx and f.reduction == 'mean'
+
+def _scaler_skips(learn):
+    "Whether a loss scaler (fastai's `to_fp16()` on a GPU) skips the steps whose gradients are not finite"
+    sc = getattr(learn, 'scaler', None)
+    return sc is not None and getattr(sc, 'is_enabled', lambda: True)()
+
+def _check_finite(cb):
+    "End of a training epoch: raise if a loss input of `cb` went NaN/inf (one read-back; not under a loss scaler)"
+    log,cb._finite = cb._finite,FiniteLog()
+    if log is not None and not _scaler_skips(cb.learn): log.check('training batch {1} of epoch {0}')
+
 class KDCallback(Callback):
     "Knowledge distillation: train on `(1-alpha)*task_loss + alpha*sum(w*loss(student, teacher))`"
     order,run_valid = MixHandler.order+1,False
-    _stateattrs = ('teacher', 'cache', '_t', '_rec', '_mets')
+    _stateattrs = ('teacher', 'cache', '_t', '_rec', '_mets', '_finite', '_log')
     def __init__(self,
         teacher=None,      # `Teacher`, `nn.Module`, `Learner` or list of them; may be None with a `cache`
         loss_func=kd_loss, # A loss of `kdbook.losses`, or a list of `(loss, weight)` pairs
@@ -125,7 +140,7 @@ class KDCallback(Callback):
         if not self._log: return None
         i = self._cols.index(k)
         v = torch.stack([o[0][i] for o in self._log])
-        n = v.new_tensor([o[1][i] for o in self._log])
+        n = torch.stack([torch.as_tensor(o[1][i], dtype=v.dtype, device=v.device) for o in self._log])
         return (v*n).sum()/n.sum() if n.sum() else None
 
     def _check_training(self):
@@ -146,12 +161,16 @@ class KDCallback(Callback):
         if not self._checked:
             try: self._check_training()
             except Exception: self.after_fit(); raise # fastai runs no after_fit after an error: clean up here
-        self._log = []
+        self._log,self._finite = [],FiniteLog()
         if self.cache is not None: self._rec = IdxRecorder(self.learn.dl)
 
-    def after_train(self):
+    def _restore_loader(self):
         if self.cache is not None and getattr(self, '_rec', None): self._rec.restore(); self._rec = None
-    def after_cancel_train(self): self.after_train()
+    def after_train(self):
+        "Put the loader back; raise if a loss input went NaN/inf during the epoch"
+        self._restore_loader()
+        _check_finite(self)
+    def after_cancel_train(self): self._restore_loader()
 
     def _targets(self):
         "Teacher outputs for the current batch: from the cache, or from the teacher on `learn.xb`"
@@ -178,7 +197,10 @@ class KDCallback(Callback):
         if self.ignore_index is None or y is None or not isinstance(y, Tensor) or y.is_floating_point():
             return self.learn.loss_grad, find_bs(yb)
         keep = y != self.ignore_index
-        if len(y) and keep.all(): return self.learn.loss_grad, len(y) # the common case: one reduction, no count
+        if _skips_ignored(self.learn.loss_func, self.ignore_index): # its mean is over the labelled samples already
+            n = keep.sum() # stays on the device: no sync per batch
+            return torch.where(n > 0, self.learn.loss_grad, self.learn.pred.sum()*0), n # 0, not NaN, if none is
+        if len(y) and keep.all(): return self.learn.loss_grad, len(y) # any other loss: one read-back per batch
         n = int(keep.sum())
         if n == 0: return self.learn.pred.sum()*0, 0
         if _is_mix_loss(self.learn.loss_func):
@@ -191,14 +213,15 @@ class KDCallback(Callback):
         s,t,y = self.learn.pred,self._t,(self.learn.yb[0] if len(self.learn.yb) else None)
         task,n_task = self._task_loss()
         kd,parts = None,[task.detach().float()]
-        for r in self.loss_terms:
-            kw = {}
-            if r['T']: kw['T'] = self.T
-            if r['target']: kw['target'] = y
-            v = r['func'](s, t, **kw).float()
-            parts.append(v.detach())
-            if r['weight'] != 1: v = r['weight']*v
-            kd = v if kd is None else kd + v
+        with self._finite.deferring((self.epoch, self.iter)): # the NaN/inf checks are read once, in `after_train`
+            for r in self.loss_terms:
+                kw = {}
+                if r['T']: kw['T'] = self.T
+                if r['target']: kw['target'] = y
+                v = r['func'](s, t, **kw).float()
+                parts.append(v.detach())
+                if r['weight'] != 1: v = r['weight']*v
+                kd = v if kd is None else kd + v
         loss = torch.lerp(task.float(), kd, self.alpha) # (1-alpha)*task + alpha*kd in one op
         self.learn.loss_grad = loss
         self.learn.loss = loss.detach()
@@ -209,7 +232,7 @@ class KDCallback(Callback):
 
     def after_fit(self):
         "Drop the loss columns and the teacher's memo; put the loader back"
-        self.after_train()
+        self._restore_loader()
         mets = getattr(self, '_mets', None) or []
         self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in mets)]
         self._mets = []
@@ -270,7 +293,7 @@ def _norm_layers(layers):
 class FeatureKDCallback(Callback):
     "Add `weight * sum(loss_func(adapter(student_feature), teacher_feature))` over named layer pairs to the loss"
     order,run_valid = KDCallback.order+1,False
-    _stateattrs = ('teacher', 'adapters', '_hooks', '_smods', '_tmods', '_sf', '_tf', '_in_opt', '_met')
+    _stateattrs = ('teacher', 'adapters', '_hooks', '_smods', '_tmods', '_sf', '_tf', '_in_opt', '_met', '_finite')
     def __init__(self,
         teacher,                # `Teacher` (the one of a `KDCallback` to share it), `nn.Module`, `Learner` or list
         layers,                 # Module path(s) in both models, or (student path, teacher path) pairs, or a dict
@@ -315,7 +338,10 @@ class FeatureKDCallback(Callback):
         if self.teacher is None:
             raise RuntimeError("FeatureKDCallback has no teacher (it is not exported with the Learner): "
                              "create a new FeatureKDCallback(teacher, layers) to train again")
-        self._sums,self._n = 0.,0
+        self._sums,self._n,self._finite = 0.,0,FiniteLog()
+    def after_train(self):
+        "Raise if a feature went NaN/inf during the epoch"
+        _check_finite(self)
 
     def _join_opt(self, a, dev):
         a.to(dev).train()
@@ -350,7 +376,8 @@ class FeatureKDCallback(Callback):
                     self.adapters[key] = a
                     self._join_opt(a, s.device)
             a = self.adapters.get(key)
-            tot = tot + self.feat_loss(a(s) if a is not None else s, t).float()
+            with self._finite.deferring((self.epoch, self.iter)):
+                tot = tot + self.feat_loss(a(s) if a is not None else s, t).float()
         self.learn.loss_grad = self.learn.loss_grad + self.weight*tot
         self.learn.loss = self.learn.loss_grad.detach().clone()
         bs = find_bs(self.learn.yb)

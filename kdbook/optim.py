@@ -115,7 +115,7 @@ class L1Callback(Callback):
         if self.proximal or not self.lam: return
         pen = self.lam * sum(p.abs().sum() for p in self._params)
         self.learn.loss_grad = self.learn.loss_grad + pen
-        self.penalties.append(pen.item())
+        self.penalties.append(pen.detach()) # a tensor: no host-device sync per step
 
     @torch.no_grad()
     def after_step(self):

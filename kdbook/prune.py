@@ -16,6 +16,7 @@ from fastai.callback.schedule import SchedNo
 from .models import evaluating
 from .schedules import SchedAgp, SchedStep, AttrScheduler
 from .report import dequantized
+from .compat import on_fit_error, off_fit_error
 
 # %% auto #0
 __all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'SCHEDULES', 'IMPORTANCES', 'prunable_layers', 'compute_masks', 'PruneCallback',
@@ -220,6 +221,7 @@ class PruneCallback(Callback):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
         self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
         self.target_sparsity,self._thresholded = None,False
+        on_fit_error(self.learn, self._on_error) # an error escaping the fit: the pruned weights still end at 0
 
     def scheduled_sparsity(self) -> float:
         "The target the schedule sets at this point of training: `sparsity * schedule(pct_train)`"
@@ -255,14 +257,21 @@ class PruneCallback(Callback):
 
     def after_step(self): self.apply_masks()
 
-    def after_fit(self): self.apply_masks()
+    def after_fit(self):
+        "Zero the pruned weights exactly, even where a non-finite step made them NaN"
+        self.apply_masks(exact=True); off_fit_error(self.learn, self._on_error)
     def after_cancel_fit(self): self.apply_masks()
     def after_cancel_train(self): self.apply_masks()
+    def _on_error(self): self.apply_masks(exact=True)
 
     @torch.no_grad()
-    def apply_masks(self):
-        "Multiply the pruned weights by their masks"
-        for n, m in (self._layers or {}).items(): m.weight.mul_(self._fm[n])
+    def apply_masks(self,
+        exact:bool=False, # `masked_fill`, not a multiply: a NaN weight becomes 0 (NaN*0 is NaN); 20x slower on CPU
+    ):
+        "Multiply the pruned weights by their masks (each step), or set them to 0 (end of a fit)"
+        for n, m in (self._layers or {}).items():
+            if exact: m.weight.masked_fill_(~self.masks[n], 0.)
+            else: m.weight.mul_(self._fm[n])
 
     def scores(self):
         "Per-weight scores of the current criterion, -1 where already pruned"

@@ -322,3 +322,65 @@ def test_transfer_weights_report_and_exactness():
     torch.testing.assert_close(small.head.weight, big.head.weight[:, (keep3[:, None]*L + torch.arange(L)).flatten()])
     same = transfer_weights(cnn1d(16), cnn1d(16))
     assert set(same.action) == {'copied'}
+
+
+class NoReadBack:
+    "Make every read of a tensor's value on the host (`bool`, `item`, `float`, `int`, `tolist`) raise, while active"
+    names = ('__bool__', 'item', '__float__', '__int__', '__index__', 'tolist')
+    def __init__(self): self.saved = {}
+    def __enter__(self):
+        def refuse(*a, **k): raise AssertionError("a host read-back (device sync) inside a per-batch event")
+        for n in self.names: self.saved[n] = getattr(torch.Tensor, n); setattr(torch.Tensor, n, refuse)
+    def __exit__(self, *a):
+        for n, f in self.saved.items(): setattr(torch.Tensor, n, f)
+
+def guard_events(cb, events=('before_batch', 'after_pred', 'after_loss', 'before_step', 'after_step')):
+    "Run `cb`'s per-batch events under `NoReadBack`"
+    for ev in events:
+        f = getattr(cb, ev, None)
+        if f is None: continue
+        def g(f=f):
+            with NoReadBack(): return f()
+        setattr(cb, ev, g)
+    return cb
+
+def test_no_host_sync_per_batch(mdls):
+    "KD, feature KD, pruning (between mask updates) and L1 read nothing back from the device per batch"
+    from kdbook.prune import PruneCallback
+    from kdbook.optim import L1Callback
+    with NoReadBack(), pytest.raises(AssertionError, match='read-back'): bool(torch.ones(1))  # the guard works
+    torch.manual_seed(0)
+    t = Teacher(cnn1d(8))
+    cbs = [guard_events(KDCallback(t)), guard_events(FeatureKDCallback(t, 'block2')),
+           guard_events(PruneCallback(0.5, schedule='one_shot'), events=('before_step', 'after_step')),
+           guard_events(L1Callback(1e-5))]
+    learn = student(mdls, cbs=cbs, model=cnn1d(4))
+    fit(learn, 2, 1e-3)
+    assert len(learn.l1.penalties) == 2*len(mdls.train) and learn.prune.sparsity == 0.5
+
+class Spoil(Callback):
+    "From training batch `at` of epoch `epoch` on, feed NaN inputs"
+    order = -5
+    def __init__(self, epoch, at): self.epoch_at, self.at = epoch, at
+    def before_batch(self):
+        if self.training and (self.epoch, self.iter) >= (self.epoch_at, self.at):
+            self.learn.xb = (torch.full_like(self.xb[0], float('nan')),)
+
+@pytest.mark.parametrize('features', [False, True])
+def test_nan_named_at_its_first_batch(mdls, features):
+    "A NaN from batch 3 of epoch 1: the fit stops at the end of that epoch, naming the batch; pruned weights stay 0"
+    from kdbook.prune import PruneCallback
+    torch.manual_seed(0)
+    t = Teacher(cnn1d(8)); snap = snapshot(t.models[0])
+    cbs = [FeatureKDCallback(t, 'block2') if features else KDCallback(t), PruneCallback(0.5, schedule='one_shot'),
+           Spoil(1, 3)]
+    learn = student(mdls, cbs=cbs, model=cnn1d(4))
+    name = 'fitnet_loss' if features else 'kd_loss'
+    what = 'hint' if features else 'output'
+    with pytest.raises(ValueError, match=rf"{name}: student {what} contains NaN or inf \(first at training batch 3 "
+                                         rf"of epoch 1\)"):
+        fit(learn, 3, 1e-3)
+    assert len(learn.recorder.values) == 1  # epoch 0 finished; epoch 1 raised at its end, before validation
+    assert same_weights(t.models[0], snap)
+    pc = learn.prune
+    assert all(bool((m.weight[~pc.masks[n]] == 0).all()) for n, m in pc.pruned_layers.items())
