@@ -76,3 +76,20 @@ def test_small_site_renders(tmp_path):
         bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['nosuch'])
     res = bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['01_plot'])  # a stem selects it
     assert res['pages'] == ['tutorials/plot.html']
+
+def test_every_notebook_runs_and_is_reported(tmp_path):
+    "A failing notebook does not stop the others; the report names each outcome, and the notebook tests read it"
+    root = _project(tmp_path, ['index.ipynb', 'tutorials/01_bad.ipynb', 'tutorials/02_good.ipynb'], {
+        'index.ipynb': _nb(('markdown', '# Home'), ('code', 'print("home ran")')),
+        'tutorials/01_bad.ipynb': _nb(('markdown', '# Bad'), ('code', '1/0')),
+        'tutorials/02_good.ipynb': _nb(('markdown', '# Good'), ('code', 'x = 1'))})
+    with pytest.raises(bd.DocsBuildError, match=r"(?s)01_bad.ipynb: cell 1 .*ZeroDivisionError"): bd.build(root, renderer='pandoc', workers=2)
+    rep = bd.exec_report(root)
+    assert {r: (v['ok'], bool(v['error'])) for r, v in rep['executed'].items()} == {
+        'index.ipynb': (True, False), 'tutorials/01_bad.ipynb': (False, True), 'tutorials/02_good.ipynb': (True, False)}
+    assert not (root/'_docs').exists()
+    assert bd.executed_notebooks(root) == rep['executed']  # no second build of the same failing sources
+    (root/'nbs/tutorials/01_bad.ipynb').write_text(_nb(('markdown', '# Bad'), ('code', '1/1')))
+    assert bd.exec_report(root) is None  # the sources changed: the old report is stale
+    ex = bd.executed_notebooks(root)  # builds the site now (a subprocess), then reads its record
+    assert all(v['ok'] for v in ex.values()) and len(ex) == 3 and bd.is_fresh(root)

@@ -9,13 +9,18 @@ One processing stage, two renderers. Every notebook listed in `_quarto.yml`'s si
    with nbdev's `exec_show_docs` replaced by `ExecKernel`, which runs every cell `nbdev-test` would run
    (so not `#| eval: false` cells, nor `#| slow` ones unless `--slow`) in a fresh Jupyter kernel (nbclient),
    so the pages carry real outputs (tables, plots as PNG). A skipped `#| slow` cell keeps the outputs saved
-   in the notebook. The first failing cell stops the build, naming the notebook and the cell.
+   in the notebook. A failing cell stops its notebook; the others still run, then the build fails naming every
+   failing notebook and cell. Which notebooks ran, and how, is saved in `_proc/kdbook-exec.json`: the notebook
+   tests (tests/test_notebooks_kernel.py) read it instead of running every notebook a second time.
 2. rendered either by Quarto through nbdev (`nbdev.quarto_render.render_quarto`, as `nbdev-docs` does), or
    offline by pandoc: highlighted code, MathML math (no CDN), the sidebar and title of `_quarto.yml`,
    rewritten in-site links and a small search index (search.json + tools/docs_assets/search.js).
 """
 from __future__ import annotations
 import argparse, concurrent.futures as cf, hashlib, html, json, multiprocessing as mp, os, re, shutil
+from contextlib import contextmanager
+try: import fcntl
+except ImportError: fcntl = None # Windows: no lock (run one build at a time)
 import subprocess, sys, tempfile, time, base64
 from html.parser import HTMLParser
 from pathlib import Path
@@ -466,27 +471,33 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
     try:
         log(f"Executing and processing {len(todo)} notebooks with {workers} worker(s){' (slow cells too)' if slow else ''} ...")
         args = [(str(root), r, slow, timeout, str(stage), threads) for r in todo]
-        results = {}
+        results,errors = {},{}
         if workers == 1:
             for a in args:
-                r = _process_worker(a); results[r['rel']] = r; log(f"  {r['rel']}: {r['seconds']} s")
+                try: r = _process_worker(a)
+                except DocsBuildError as e: errors[a[1]] = str(e); log(f"  {a[1]}: FAILED"); continue
+                results[r['rel']] = r; log(f"  {r['rel']}: {r['seconds']} s")
         else:
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex:
                 futs = {ex.submit(_process_worker, a): a[1] for a in args}
                 for f in cf.as_completed(futs):
+                    # every notebook runs even when one fails: the report (and the tests) name each failure
                     try: r = f.result()
-                    except DocsBuildError:
-                        for g in futs: g.cancel()
-                        raise
+                    except DocsBuildError as e: errors[futs[f]] = str(e); log(f"  {futs[f]}: FAILED"); continue
                     results[r['rel']] = r; log(f"  {r['rel']}: {r['seconds']} s")
+        digest = source_digest(root, slow)
+        executed = {r: dict(ok=r in results, seconds=results[r]['seconds'] if r in results else None,
+                            error=errors.get(r)) for r in todo}
+        if not only: write_exec_report(root, dict(digest=digest, slow=slow, executed=executed))
+        if errors: raise DocsBuildError('\n\n'.join(errors[r] for r in todo if r in errors))
         results = [results[r] for r in todo]
         site = stage/'site'
         log(f"Rendering with {renderer} ...")
         if renderer == 'quarto': render_quarto_site(root, stage, site)
         else: render_pandoc(cfg, results, site)
-        summary = dict(renderer=renderer, slow=slow, pages=[r['href'] for r in results], digest=source_digest(root, slow),
+        summary = dict(renderer=renderer, slow=slow, pages=[r['href'] for r in results], digest=digest,
                        seconds=round(time.time()-t0, 1), notebook_seconds={r['rel']: r['seconds'] for r in results},
-                       complete=not only)
+                       complete=not only, executed=executed)
         (site/'.build.json').write_text(json.dumps(summary, indent=1))
         shutil.rmtree(out, ignore_errors=True)
         shutil.move(str(site), str(out))
@@ -496,14 +507,52 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
     log(f"Built {len(results)} pages into {out} with {renderer} in {summary['seconds']} s")
     return {**summary, 'api_problems': probs}
 
+def _exec_report_path(root) -> Path: return Path(root)/'_proc'/'kdbook-exec.json'
+
+def write_exec_report(root, rep:dict):
+    "Save which notebooks the last complete build executed, and how each ended (`_proc/`, ignored by git)"
+    p = _exec_report_path(root)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(rep, indent=1))
+
+def exec_report(root:Path=ROOT) -> dict|None:
+    "The execution report of the last complete build, if it was made from the current sources"
+    try: rep = json.loads(_exec_report_path(root).read_text())
+    except (OSError, ValueError): return None
+    return rep if rep.get('digest') == source_digest(root, rep.get('slow', False)) else None
+
+@contextmanager
+def _build_lock(root):
+    "One build at a time per checkout (pytest-xdist workers ask for the site at once)"
+    p = Path(root)/'_proc'/'.build.lock'
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, 'w') as f:
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally:
+            if fcntl: fcntl.flock(f, fcntl.LOCK_UN)
+
 def ensure_site(root:Path=ROOT, out:Path=None, timeout:int=3600) -> Path:
     "The built site of `root`: reused when it was built from the current sources, else built now (a subprocess)"
     out = Path(out or Path(root)/'_docs')
-    if is_fresh(root, out): return out
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--root', str(root), '--out', str(out)]
-    p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
-    if p.returncode: raise DocsBuildError(f"`{' '.join(cmd)}` failed:\n{p.stderr[-6000:]}")
+    with _build_lock(root):
+        if is_fresh(root, out): return out
+        rep = exec_report(root) if out == Path(root)/'_docs' else None
+        if rep and not all(r['ok'] for r in rep['executed'].values()): # these very sources already failed to build
+            raise DocsBuildError(f"the docs build of these sources failed; see {_exec_report_path(root)}")
+        cmd = [sys.executable, str(Path(__file__).resolve()), '--root', str(root), '--out', str(out)]
+        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+        if p.returncode: raise DocsBuildError(f"`{' '.join(cmd)}` failed:\n{p.stderr[-6000:]}")
     return out
+
+def executed_notebooks(root:Path=ROOT) -> dict:
+    "How each notebook ran in the docs build of the current sources (`ok`, `seconds`, `error`): built if needed"
+    try: ensure_site(root)
+    except DocsBuildError as e:
+        rep = exec_report(root)
+        if rep is None: raise # the build stopped before executing (e.g. a sidebar error): its message says why
+        return rep['executed']
+    return json.loads((Path(root)/'_docs'/'.build.json').read_text())['executed']
 
 def sidebar_pages(root:Path=ROOT) -> list:
     "Output pages of the sidebar's notebooks, in `_quarto.yml`'s order"
