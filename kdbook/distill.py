@@ -89,7 +89,7 @@ def _check_finite(cb):
 class KDCallback(Callback):
     "Knowledge distillation: train on `(1-alpha)*task_loss + alpha*sum(w*loss(student, teacher))`"
     order,run_valid = MixHandler.order+1,False
-    _stateattrs = ('teacher', 'cache', '_t', '_rec', '_mets', '_finite', '_log')
+    _stateattrs = ('teacher', 'cache', '_t', '_rec', '_mets', '_finite', '_log', '_dcache', '_didx')
     def __init__(self,
         teacher=None,      # `Teacher`, `nn.Module`, `Learner` or list of them; may be None with a `cache`
         loss_func=kd_loss, # A loss of `kdbook.losses`, or a list of `(loss, weight)` pairs
@@ -154,6 +154,9 @@ class KDCallback(Callback):
                 raise ValueError(f"KDCallback: a soft-target cache holds the teacher's outputs on clean inputs, but "
                                  f"{bad} changes the inputs each batch; drop `cache=` and use the online teacher")
             self.cache.check(self.dls.train, self.teacher)
+            dev = model_device(self.learn.model, getattr(self.dls, 'device', None))
+            # off the CPU, a batch copied from host memory would wait for the queued kernels: gather on the device
+            self._dcache = self.cache if dev.type == 'cpu' else self.cache.to(dev)
         self._checked = True
 
     def before_train(self):
@@ -162,7 +165,7 @@ class KDCallback(Callback):
             try: self._check_training()
             except Exception: self.after_fit(); raise # fastai runs no after_fit after an error: clean up here
         self._log,self._finite = [],FiniteLog()
-        if self.cache is not None: self._rec = IdxRecorder(self.learn.dl)
+        if self.cache is not None: self._rec,self._didx = IdxRecorder(self.learn.dl),None
 
     def _restore_loader(self):
         if self.cache is not None and getattr(self, '_rec', None): self._rec.restore(); self._rec = None
@@ -176,8 +179,11 @@ class KDCallback(Callback):
         "Teacher outputs for the current batch: from the cache, or from the teacher on `learn.xb`"
         if self.cache is not None:
             bs = self.learn.dl.bs
-            idxs = self._rec.idxs[self.learn.iter*bs : self.learn.iter*bs + find_bs(self.learn.yb or self.learn.xb)]
-            return self.cache.get(idxs, device=self.learn.pred.device)
+            c,dev = self._dcache,self.learn.pred.device
+            if self._didx is None: # the epoch's order, recorded when the loader started: copied once per epoch
+                self._didx = torch.as_tensor(self._rec.idxs, device=getattr(c.values, 'device', 'cpu'))
+            idxs = self._didx[self.learn.iter*bs : self.learn.iter*bs + find_bs(self.learn.yb or self.learn.xb)]
+            return c.get(idxs, device=dev)
         return self.teacher(*self.learn.xb)
 
     def after_pred(self):
@@ -235,7 +241,7 @@ class KDCallback(Callback):
         self._restore_loader()
         mets = getattr(self, '_mets', None) or []
         self.learn.metrics = [m for m in self.learn.metrics if not any(m is o for o in mets)]
-        self._mets = []
+        self._mets,self._dcache = [],None
         if self.teacher is not None: self.teacher.release()
         off_fit_error(self.learn, self.after_fit)
     def after_cancel_fit(self): self.after_fit()

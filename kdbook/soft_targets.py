@@ -103,6 +103,13 @@ class SoftTargetCache:
         arr = lambda k: np.load(path/f'{k}.npy', mmap_mode='r') if (path/f'{k}.npy').exists() else None
         return cls(arr('values'), arr('indices'), arr('lse'), meta['n_classes'], meta['fingerprint'], meta['fill'])
 
+    def to(self,
+        device, # Where the logits are read from then, e.g. the student's device
+    ) -> 'SoftTargetCache':
+        "The cache as tensors on `device`: `get` then gathers a batch there, with no host-to-device copy per batch"
+        f = lambda a: None if a is None else torch.as_tensor(np.asarray(a)).to(device)
+        return type(self)(f(self.values), f(self.indices), f(self.lse), self.n_classes, self.fingerprint, self.fill)
+
     def check(self,
         dl,           # The training `DataLoader` the cache will be read with
         teacher=None, # The teacher, to compare weight checksums (optional)
@@ -127,13 +134,18 @@ class SoftTargetCache:
         device=None, # Device of the returned logits
     ) -> Tensor:
         "Teacher logits (float32, `(len(idxs), n_classes)`) of the samples `idxs`"
-        idxs = np.asarray(idxs, dtype=np.int64)
-        v = torch.from_numpy(np.asarray(self.values[idxs], dtype=np.float32))
+        if isinstance(self.values, Tensor): # a cache moved with `to`: gathered where it lives, no host copy
+            idxs = torch.as_tensor(idxs, device=self.values.device)
+            col = lambda a, dt: a[idxs].to(dt)
+        else:
+            idxs = np.asarray(idxs, dtype=np.int64)
+            col = lambda a, dt: torch.from_numpy(np.asarray(a[idxs], dtype=np.float32 if dt==torch.float32 else np.int64))
+        v = col(self.values, torch.float32)
         if self.indices is not None:
-            i = torch.from_numpy(np.asarray(self.indices[idxs], dtype=np.int64))
+            i = col(self.indices, torch.int64)
             k,C = v.shape[1],self.n_classes
             if self.fill == 'uniform':
-                lse = torch.from_numpy(np.asarray(self.lse[idxs], dtype=np.float32))[:, None]
+                lse = col(self.lse, torch.float32)[:, None]
                 rest = (1 - (v - lse).exp().sum(1, keepdim=True)).clamp(min=1e-12)
                 fill = (rest/(C-k)).log() + lse
             else: fill = v.min(1, keepdim=True).values - 1e4

@@ -14,6 +14,7 @@ from kdbook.data import mnist1d_dls
 from kdbook.models import cnn1d
 from kdbook.teacher import snapshot, same_weights
 from kdbook.distill import KDCallback
+from kdbook.soft_targets import SoftTargetCache
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (none on this machine)')
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +40,19 @@ def test_bench_kd_runs_on_the_loader_device():
     import bench_kd
     r_cache, r_online = bench_kd.main(rounds=1, bs=128)
     assert r_cache > 0 and r_online > 0
+
+
+def test_cache_gathered_on_the_gpu_same_as_on_the_cpu():
+    "The cache moved to the GPU once per fit gives the same training as the CPU cache (no per-batch host copy)"
+    torch.manual_seed(0)
+    teacher = cnn1d(32)
+    res = {}
+    for dev in ('cpu', 'cuda'):
+        dls = mnist1d_dls(bs=128, n_train=1000, n_valid=200, device=dev)
+        cache = SoftTargetCache.build(teacher, dls.train)
+        torch.manual_seed(1)
+        learn = Learner(dls, cnn1d(8), loss_func=CrossEntropyLossFlat(), cbs=KDCallback(cache=cache))
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+        assert learn.kd._dcache is None  # released after the fit
+        res[dev] = [float(v) for v in learn.recorder.values[-1]]
+    assert res['cpu'] == pytest.approx(res['cuda'], rel=1e-3)
