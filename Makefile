@@ -32,14 +32,13 @@ demo: $(STAMP)
 export: $(STAMP)
 	$(VENV)/bin/nbdev-export
 
-# Every notebook runs once, in a fresh Jupyter kernel, in the docs build (cells flagged `slow` skipped; one notebook
-# per core), which records how each ran; then pytest over tests/, one worker per core (a test module stays on one
-# worker, so its fixtures are made once), where tests/test_notebooks_kernel.py turns that record into one test per
-# notebook. The build's own exit code is left to those tests, so that a failing notebook fails `make test` with
-# every other test still run and reported. `nbdev-test` runs the same cells in-process, a second time: not needed.
+# pytest over tests/, one worker per core (pytest-xdist; a test module stays on one worker, so its fixtures are made
+# once). The tests of the site come first, on one worker: the docs build they wait for runs every notebook once, in
+# a fresh Jupyter kernel (cells flagged `slow` skipped), and records how each ran, which
+# tests/test_notebooks_kernel.py turns into one test per notebook; the other workers run the rest meanwhile.
+# (`nbdev-test` would run the same cells in-process a second time.) Its log: _proc/build.log.
 test: $(STAMP)
-	-OMP_NUM_THREADS=1 $(PY) tools/build_docs.py
-	@OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -rs tests; rc=$$?; \
+	@OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadgroup -rs tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: that is a failure, not a pass" >&2; exit 1; fi; exit $$rc
 
 # The same, with the long `slow` cells of the notebooks and the slow pytest tests.

@@ -139,7 +139,8 @@ class SoftTargetCache:
             col = lambda a, dt: a[idxs].to(dt)
         else:
             idxs = np.asarray(idxs, dtype=np.int64)
-            col = lambda a, dt: torch.from_numpy(np.asarray(a[idxs], dtype=np.float32 if dt==torch.float32 else np.int64))
+            np_dt = {torch.float32: np.float32, torch.int64: np.int64}
+            col = lambda a, dt: torch.from_numpy(np.asarray(a[idxs], dtype=np_dt[dt]))
         v = col(self.values, torch.float32)
         if self.indices is not None:
             i = col(self.indices, torch.int64)

@@ -45,14 +45,14 @@ def test_notebook_runs_in_fresh_kernel(rel, executed, monkeypatch):
 
 def test_build_runs_what_nbdev_test_runs(tmp_path, monkeypatch):
     "The build's cell filter is nbdev's: `eval: false` and `slow` cells skipped, `skip_exec` notebooks skipped"
-    from fastcore.nbio import read_nb
+    from nbdev.process import NBProcessor
     import json
     cells = [('x = 1', True), ('#| eval: false\nx = 2', False), ('#| slow\nx = 3', False), ('#| hide\nx = 4', True)]
     nbj = dict(cells=[dict(cell_type='code', source=s, metadata={}, outputs=[], execution_count=None) for s,_ in cells],
                metadata={}, nbformat=4, nbformat_minor=5)
     (tmp_path/'a.ipynb').write_text(json.dumps(nbj))
     monkeypatch.chdir(ROOT)  # nbdev's config (tst_flags) comes from pyproject.toml
-    nb = read_nb(tmp_path/'a.ipynb')
+    nb = NBProcessor(tmp_path/'a.ipynb', rm_directives=False).nb  # as the build and nbdev-test parse it
     run = bd.executed_cells_filter(nb)
     assert [run(c) for c in nb.cells] == [w for _,w in cells]
     assert all(bd.executed_cells_filter(nb, slow=True)(c) for c in nb.cells if 'eval' not in c.source)

@@ -542,6 +542,7 @@ def ensure_site(root:Path=ROOT, out:Path=None, timeout:int=3600) -> Path:
             raise DocsBuildError(f"the docs build of these sources failed; see {_exec_report_path(root)}")
         cmd = [sys.executable, str(Path(__file__).resolve()), '--root', str(root), '--out', str(out)]
         p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+        (Path(root)/'_proc'/'build.log').write_text(p.stdout + p.stderr) # the per-notebook times, kept for reading
         if p.returncode: raise DocsBuildError(f"`{' '.join(cmd)}` failed:\n{p.stderr[-6000:]}")
     return out
 
