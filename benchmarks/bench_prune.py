@@ -1,6 +1,7 @@
 """Pruning acceptance benchmark on the default MNIST-1D teacher, `cnn1d(64)`.
 
 Run: `python benchmarks/bench_prune.py [--part unstructured|structured|overhead|lottery|all] [--epochs 40]`
+(the overhead on a shared machine: `--part overhead --threads 1 --clock cpu --reps 25`, as `bench_kd.py` does)
 
 1. unstructured, the 90% recipe, for each of `--seeds` (default 42 43 44): the dense teacher with the book's recipe
    (`set_seed(seed)`, `mnist1d_dls(seed=seed)`, fit_one_cycle(40, 1e-2, wd=1e-2)), then a copy pruned to 90% by global
@@ -19,7 +20,8 @@ Run: `python benchmarks/bench_prune.py [--part unstructured|structured|overhead|
 4. overhead: (a) one training step (forward, backward, Adam step) of the same pruned model with and without the
    callback's per-step work (gradient masking before the step, weight masking after it), alternating step by
    step, median ratio; (b) whole fastai training batches of a dense Learner and of one with a 90% `PruneCallback`
-   (one-shot, and AGP every 8 batches), interleaved epoch by epoch, median of per-epoch per-batch medians.
+   (one-shot, and AGP every 8 batches), interleaved epoch by epoch, median of per-epoch per-batch medians; and the
+   whole epochs (train + valid, the loader included) of the same fits, median of the per-round ratios.
 All timings are ratios measured side by side in one run; absolute times depend on the machine and its load.
 """
 import argparse, copy, statistics, tempfile, time
@@ -146,10 +148,13 @@ def structured(args):
           f"between ~2x and ~9x, and for the measurement with page faults and load taken out)")
 
 
+_CLOCK = time.perf_counter  # --clock cpu: time.process_time (with one thread, leaves out waits for a busy core)
+
+
 def _now(dev):
-    "time.perf_counter once the kernels queued on `dev` have run (CUDA runs asynchronously; the CPU needs no wait)"
+    "The clock once the kernels queued on `dev` have run (CUDA runs asynchronously; the CPU needs no wait)"
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
-    return time.perf_counter()
+    return _CLOCK()
 
 
 class BatchTimer(Callback):
@@ -197,14 +202,22 @@ def overhead(args):
         with ld.no_bar(), ld.no_logging(), lp.no_bar(), lp.no_logging():
             ld.fit(1, 1e-3); lp.fit(1, 1e-3)                  # warm-up (and lp prunes)
             ld.batch_timer.times.clear(); lp.batch_timer.times.clear()
-            td, tp_ = [], []
+            td, tp_, ed, ep = [], [], [], []
+            dev = ld.dls.device
             for _ in range(args.reps):                        # interleaved A, B, A, B ...
-                ld.fit(1, 1e-3); td.append(statistics.median(ld.batch_timer.times)); ld.batch_timer.times.clear()
-                lp.fit(1, 1e-3); tp_.append(statistics.median(lp.batch_timer.times)); lp.batch_timer.times.clear()
+                t = _now(dev); ld.fit(1, 1e-3); ed.append(_now(dev) - t)
+                td.append(statistics.median(ld.batch_timer.times)); ld.batch_timer.times.clear()
+                t = _now(dev); lp.fit(1, 1e-3); ep.append(_now(dev) - t)
+                tp_.append(statistics.median(lp.batch_timer.times)); lp.batch_timer.times.clear()
         md, mp = statistics.median(td), statistics.median(tp_)
         res[label] = mp / md
         print(f"[overhead] {label}: dense step {1e3*md:.3f} ms, masked step {1e3*mp:.3f} ms, ratio {mp/md:.3f} "
               f"(median over {args.reps} interleaved epochs of per-batch medians)")
+        re = statistics.median(b / a for a, b in zip(ed, ep))
+        res[label + ', epoch'] = re
+        print(f"[overhead] {label}: whole epoch (train + valid, loader included) "
+              f"dense {1e3*statistics.median(ed):.1f} ms, pruned {1e3*statistics.median(ep):.1f} ms, ratio {re:.3f} "
+              f"(median of the {args.reps} per-round ratios)")
     return res
 
 
@@ -239,7 +252,12 @@ if __name__ == '__main__':
     p.add_argument('--lt-epochs', type=int, default=10, help='lottery: epochs of every fit')
     p.add_argument('--runs', type=int, default=300, help='timed inference runs of each model')
     p.add_argument('--reps', type=int, default=10, help='interleaved epochs of the overhead timing')
+    p.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                   help='overhead: time.perf_counter or time.process_time (use with --threads 1 on a shared machine)')
+    p.add_argument('--threads', type=int, default=None, help="torch intra-op threads (default: torch's)")
     a = p.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    if a.clock == 'cpu': _CLOCK = time.process_time
     if a.part in ('unstructured', 'all'): unstructured(a)
     if a.part in ('structured', 'all'): structured(a)
     if a.part in ('overhead', 'all'): overhead(a)

@@ -5,12 +5,12 @@ Teacher `cnn1d(64)` and student `cnn1d(16)`, `fit_one_cycle`, settings from sett
 For every seed: train a teacher (40 epochs), then students that differ only in their recipe. Prints two tables,
 mean ± std over seeds of the validation accuracy and of the top-1 agreement with the teacher, and the time per run.
 
-    OMP_NUM_THREADS=1 python benchmarks/kd_experiments.py            # 3 seeds, 2 worker processes: 47 min measured on 2 heavily shared cores
+    OMP_NUM_THREADS=1 python benchmarks/kd_experiments.py            # 3 seeds, 2 worker processes: 6 min measured on 2 cores
     OMP_NUM_THREADS=1 python benchmarks/kd_experiments.py --quick    # 2 seeds, 2 epochs: a smoke test of the script
     OMP_NUM_THREADS=1 python benchmarks/kd_experiments.py --chapters # one seed: the MNIST-1D tables of book chapters 3-6
 
-The loaders hold the same items as `mnist1d_dls`, materialised once as tensors (the per-item transforms of a
-fastai `Datasets` cost more than the student itself on CPU); the training order is still seeded per run.
+The loaders are kdbook's own `mnist1d_dls` (batch-level `kdbook.data.TensorDL`, the loader users get); the
+training order is seeded per run.
 """
 from __future__ import annotations
 import argparse, json, os, time, multiprocessing as mp
@@ -63,14 +63,9 @@ def _setup():
     torch.set_num_threads(1)
 
 def fast_dls(bs, seed):
-    "`mnist1d_dls` with its items materialised as tensors (same data, same normalisation, a faster loader)"
-    import random
-    from fastai.data.core import DataLoaders
+    "`mnist1d_dls` on the CPU: kdbook's batch-level loader (`TensorDL`), the one users get; training order seeded"
     from kdbook.data import mnist1d_dls
-    dls = mnist1d_dls(bs=bs, seed=seed, device='cpu', num_workers=0)
-    lds = [dl.new(dataset=[tuple(dl.dataset[i]) for i in range(len(dl.dataset))]) for dl in dls.loaders]
-    lds[0].rng = random.Random(seed)
-    return DataLoaders(*lds, path=dls.path, device=dls.device)
+    return mnist1d_dls(bs=bs, seed=seed, device='cpu', num_workers=0)
 
 def _preds(model, dl):
     import torch
