@@ -33,12 +33,12 @@ export: $(STAMP)
 	$(VENV)/bin/nbdev-export
 
 # pytest over tests/, one worker per core (pytest-xdist; a test module stays on one worker, so its fixtures are made
-# once). The tests of the site come first, on one worker: the docs build they wait for runs every notebook once, in
-# a fresh Jupyter kernel (cells flagged `slow` skipped), and records how each ran, which
-# tests/test_notebooks_kernel.py turns into one test per notebook; the other workers run the rest meanwhile.
-# (`nbdev-test` would run the same cells in-process a second time.) Its log: _proc/build.log.
+# once). The docs build starts in the background at once: it runs every notebook once, in a fresh Jupyter kernel
+# (cells flagged `slow` skipped), and records how each ran, which tests/test_notebooks_kernel.py turns into one test
+# per notebook; the site's tests run last, the others meanwhile. (`nbdev-test` would run the same cells in-process a
+# second time.) The build's log: _proc/build.log.
 test: $(STAMP)
-	@OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadgroup -rs tests; rc=$$?; \
+	@OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -rs tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: that is a failure, not a pass" >&2; exit 1; fi; exit $$rc
 
 # The same, with the long `slow` cells of the notebooks and the slow pytest tests.
