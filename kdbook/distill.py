@@ -83,8 +83,7 @@ def _scaler_skips(learn):
 
 def _check_finite(cb):
     "End of a training epoch: raise if a loss input of `cb` went NaN/inf (one read-back; not under a loss scaler)"
-    log,cb._finite = cb._finite,FiniteLog()
-    if log is not None and not _scaler_skips(cb.learn): log.check('training batch {1} of epoch {0}')
+    if cb._finite is not None and not _scaler_skips(cb.learn): cb._finite.check('training batch {1} of epoch {0}')
 
 class KDCallback(Callback):
     "Knowledge distillation: train on `(1-alpha)*task_loss + alpha*sum(w*loss(student, teacher))`"

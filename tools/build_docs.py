@@ -18,10 +18,10 @@ One processing stage, two renderers. Every notebook listed in `_quarto.yml`'s si
 """
 from __future__ import annotations
 import argparse, concurrent.futures as cf, hashlib, html, json, multiprocessing as mp, os, re, shutil
+import subprocess, sys, tempfile, time, base64
 from contextlib import contextmanager
 try: import fcntl
 except ImportError: fcntl = None # Windows: no lock (run one build at a time)
-import subprocess, sys, tempfile, time, base64
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -497,7 +497,7 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         else: render_pandoc(cfg, results, site)
         summary = dict(renderer=renderer, slow=slow, pages=[r['href'] for r in results], digest=digest,
                        seconds=round(time.time()-t0, 1), notebook_seconds={r['rel']: r['seconds'] for r in results},
-                       complete=not only, executed=executed)
+                       complete=not only)
         (site/'.build.json').write_text(json.dumps(summary, indent=1))
         shutil.rmtree(out, ignore_errors=True)
         shutil.move(str(site), str(out))
@@ -549,11 +549,9 @@ def ensure_site(root:Path=ROOT, out:Path=None, timeout:int=3600) -> Path:
 def executed_notebooks(root:Path=ROOT) -> dict:
     "How each notebook ran in the docs build of the current sources (`ok`, `seconds`, `error`): built if needed"
     try: ensure_site(root)
-    except DocsBuildError as e:
-        rep = exec_report(root)
-        if rep is None: raise # the build stopped before executing (e.g. a sidebar error): its message says why
-        return rep['executed']
-    return json.loads((Path(root)/'_docs'/'.build.json').read_text())['executed']
+    except DocsBuildError:
+        if exec_report(root) is None: raise # the build stopped before executing (e.g. a sidebar error): it says why
+    return exec_report(root)['executed'] # written by every complete build, failed or not
 
 def sidebar_pages(root:Path=ROOT) -> list:
     "Output pages of the sidebar's notebooks, in `_quarto.yml`'s order"
