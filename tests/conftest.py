@@ -19,6 +19,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionstart(session):
     "On the pytest-xdist controller: start building the site (`build_docs.ensure_site`, locked, a no-op if fresh)"
     if os.environ.get('PYTEST_XDIST_WORKER') or not getattr(session.config.option, 'numprocesses', None): return
+    tests = Path(__file__).resolve().parent
+    asked = {(Path(session.config.invocation_params.dir)/a.split('::')[0]).resolve() for a in session.config.args}
+    if not asked & {tests, *(tests/f for f in SITE)}: return # a run of other test files: no site needed
     code = f"import sys; sys.path.insert(0, {str(ROOT/'tools')!r}); import build_docs; build_docs.ensure_site()"
     session.config._kdbook_build = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
