@@ -8,8 +8,7 @@ Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 from __future__ import annotations
 from typing import Annotated
 from fastcore.script import call_parse, CliError, is_cli
-from .settings import book_settings, override_settings
-from .pipeline import demo_datasets, demo_pipelines, run_demo, run_pipeline, save_results
+from .settings import book_settings, override_settings, demo_datasets, demo_pipelines
 
 # %% auto #0
 __all__ = ['kdbook_cli']
@@ -37,6 +36,7 @@ def kdbook_cli(
             raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
         s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
                               student_sparsity=sparsity)
+        from kdbook.pipeline import run_demo, run_pipeline, save_results # imports torch: once the arguments hold
         res = (run_demo if pipeline == 'kd' else run_pipeline)(s, show=not quiet)
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))

@@ -16,7 +16,7 @@ from fastcore.xtras import ContextManagers
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
 from fastai.callback.schedule import combine_scheds, SchedNo # the module patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
-from .settings import override_settings
+from .settings import override_settings, demo_datasets
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
@@ -26,18 +26,17 @@ from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
 
 # %% auto #0
-__all__ = ['demo_datasets', 'demo_pipelines', 'run_demo', 'prune_schedule', 'run_pipeline', 'save_results']
+__all__ = ['run_demo', 'prune_schedule', 'run_pipeline', 'save_results']
 
 # %% ../nbs/10_pipeline.ipynb #a20be1e2
 _tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
     'mnist1d':  (mnist1d_dls, cnn1d, CrossEntropyLossFlat, accuracy),
     'digits':   (digits_dls, cnn2d, CrossEntropyLossFlat, accuracy),
     'diabetes': (diabetes_dls, lambda w: mlp(10, (w, w), 1), MSELossFlat, rmse)}
-demo_datasets = tuple(_tasks)
 
 def _task(dataset, teacher_width, student_width):
     "Data, teacher and student factories, loss, metric and score column of `dataset`"
-    if dataset not in _tasks: raise ValueError(f"Unknown dataset {dataset!r}; valid names: {', '.join(_tasks)}")
+    if dataset not in _tasks: raise ValueError(f"Unknown dataset {dataset!r}; valid names: {', '.join(demo_datasets)}")
     dls_f, model_f, loss_f, metric = _tasks[dataset]
     return SimpleNamespace(dls=dls_f, teacher=partial(model_f, teacher_width), student=partial(model_f, student_width),
                            loss=loss_f, metric=metric, classify=loss_f is CrossEntropyLossFlat,
@@ -96,8 +95,6 @@ def run_demo(
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
-demo_pipelines = ('kd', 'full')
-
 def prune_schedule():
     "The pipeline's pruning schedule, share of the target sparsity along training: AGP over 70%, then the target"
     return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastcore.xtras import Config
 
 # %% auto #0
-__all__ = ['book_defaults', 'book_settings', 'override_settings']
+__all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'override_settings']
 
 # %% ../nbs/02_settings.ipynb #d5bfb0ae
 book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
@@ -50,3 +50,7 @@ def override_settings(
         raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(book_defaults)}")
     if s['epochs'] <= 0: raise ValueError(f"epochs must be > 0, got {s['epochs']}")
     return s
+
+# %% ../nbs/02_settings.ipynb #74cfa0bb
+demo_datasets = ('mnist1d', 'digits', 'diabetes') # `dataset` values that `kdbook.pipeline` trains on
+demo_pipelines = ('kd', 'full') # `kdbook demo --pipeline`: a teacher and its students, or the compression pipeline

@@ -15,6 +15,12 @@ def test_console_script_installed():
     r = run('--help')
     assert r.returncode == 0 and '--dataset' in r.stdout and 'mnist1d' in r.stdout
 
+def test_arguments_checked_before_torch_loads():
+    "`kdbook --help` and argument errors answer at once: the command imports torch and fastai only to run a job"
+    code = "import sys, kdbook.cli; print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+
 def test_unknown_dataset_lists_valid_names():
     r = run('demo', '--dataset', 'nope')
     assert r.returncode != 0
