@@ -345,31 +345,35 @@ def render_pandoc(cfg, results:list, site:Path, pandoc:str=None):
     pandoc = pandoc or find_pandoc()
     (site/'site_libs').mkdir(parents=True, exist_ok=True)
     for f in ('kdbook.css', 'search.js'): shutil.copy2(ASSETS/f, site/'site_libs'/f)
-    index = []
+    def page(r, tmp):
+        "Render one page with pandoc; its search-index entry"
+        out = site/r['href']
+        out.parent.mkdir(parents=True, exist_ok=True)
+        md, nav = Path(tmp)/'page.md', Path(tmp)/'nav.html'
+        # the summary line is markdown (it may hold $math$): a YAML block lets pandoc parse it; the <meta>
+        # description gets the same text without the math delimiters
+        head = yaml.safe_dump({'summary': r['description']}, allow_unicode=True) if r['description'] else ''
+        md.write_text((f'---\n{head}---\n\n' if head else '') + r['md']); nav.write_text(_nav_html(cfg, pages, r['href']))
+        root = _relroot(r['href'])
+        cmd = [pandoc, str(md), '-f', 'markdown+lists_without_preceding_blankline-smart', '-t', 'html5', '-s',
+               '--template', str(ASSETS/'template.html'), '--mathml', '--toc', '--toc-depth=3',
+               '--highlight-style=pygments', '--resource-path', str(out.parent),
+               '-M', f'title={r["title"]}', '-M', f'pagetitle={r["title"]} – {title}',
+               '-V', f'sitetitle={title}', '-V', f'root={root}',
+               '--include-before-body', str(nav), '-o', str(out)]
+        if r['description']: cmd += ['-M', f'description={r["description"].replace("$", "")}']
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode: raise DocsBuildError(f"pandoc failed on nbs/{r['rel']}:\n{p.stderr}")
+        text = _fix_links(out.read_text(), r, pages, site_url)
+        out.write_text(text)
+        tp = _TextParser(); tp.feed(text)
+        body = re.sub(r'\s+', ' ', ''.join(tp.text)).strip()
+        return dict(href=r['href'], title=r['title'], text=body[:20000])
     with tempfile.TemporaryDirectory() as tmp:
-        for r in results:
-            out = site/r['href']
-            out.parent.mkdir(parents=True, exist_ok=True)
-            md, nav = Path(tmp)/'page.md', Path(tmp)/'nav.html'
-            # the summary line is markdown (it may hold $math$): a YAML block lets pandoc parse it; the <meta>
-            # description gets the same text without the math delimiters
-            head = yaml.safe_dump({'summary': r['description']}, allow_unicode=True) if r['description'] else ''
-            md.write_text((f'---\n{head}---\n\n' if head else '') + r['md']); nav.write_text(_nav_html(cfg, pages, r['href']))
-            root = _relroot(r['href'])
-            cmd = [pandoc, str(md), '-f', 'markdown+lists_without_preceding_blankline-smart', '-t', 'html5', '-s',
-                   '--template', str(ASSETS/'template.html'), '--mathml', '--toc', '--toc-depth=3',
-                   '--highlight-style=pygments', '--resource-path', str(out.parent),
-                   '-M', f'title={r["title"]}', '-M', f'pagetitle={r["title"]} – {title}',
-                   '-V', f'sitetitle={title}', '-V', f'root={root}',
-                   '--include-before-body', str(nav), '-o', str(out)]
-            if r['description']: cmd += ['-M', f'description={r["description"].replace("$", "")}']
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode: raise DocsBuildError(f"pandoc failed on nbs/{r['rel']}:\n{p.stderr}")
-            text = _fix_links(out.read_text(), r, pages, site_url)
-            out.write_text(text)
-            tp = _TextParser(); tp.feed(text)
-            body = re.sub(r'\s+', ' ', ''.join(tp.text)).strip()
-            index.append(dict(href=r['href'], title=r['title'], text=body[:20000]))
+        dirs = [Path(tmp)/str(i) for i in range(len(results))]
+        for d in dirs: d.mkdir()
+        # one pandoc process per page, as many at once as there are CPUs: the rendering ends the build, alone
+        with cf.ThreadPoolExecutor(os.cpu_count() or 1) as ex: index = list(ex.map(page, results, dirs))
     (site/'search.json').write_text(json.dumps(index))
 
 # ---------------------------------------------------------------- Quarto renderer (nbdev's path)
@@ -470,7 +474,11 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
     stage = Path(tempfile.mkdtemp(prefix='kdbook-docs-', dir=root))
     try:
         log(f"Executing and processing {len(todo)} notebooks with {workers} worker(s){' (slow cells too)' if slow else ''} ...")
-        args = [(str(root), r, slow, timeout, str(stage), threads) for r in todo]
+        # longest first, by the last build's times where there was one: a long notebook started last ends alone
+        try: last = json.loads(_exec_report_path(root).read_text())['executed']
+        except (OSError, ValueError, KeyError): last = {}
+        order = sorted(todo, key=lambda r: -((last.get(r) or {}).get('seconds') or 0))
+        args = [(str(root), r, slow, timeout, str(stage), threads) for r in order]
         results,errors = {},{}
         if workers == 1:
             for a in args:
@@ -492,9 +500,10 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         if errors: raise DocsBuildError('\n\n'.join(errors[r] for r in todo if r in errors))
         results = [results[r] for r in todo]
         site = stage/'site'
-        log(f"Rendering with {renderer} ...")
+        log(f"Rendering with {renderer} ..."); t1 = time.time()
         if renderer == 'quarto': render_quarto_site(root, stage, site)
         else: render_pandoc(cfg, results, site)
+        log(f"Rendered in {time.time()-t1:.1f} s")
         summary = dict(renderer=renderer, slow=slow, pages=[r['href'] for r in results], digest=digest,
                        seconds=round(time.time()-t0, 1), notebook_seconds={r['rel']: r['seconds'] for r in results},
                        complete=not only)
