@@ -6,20 +6,19 @@ Docs: https://kdbook.github.io/kdbook/prune.html.md"""
 
 # %% ../nbs/06_prune.ipynb #f391e1a6
 from __future__ import annotations
-import copy
+import copy, warnings
 import pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr
 from fastai.torch_core import get_model
 from fastai.callback.core import Callback
-from fastai.callback.schedule import SchedNo
 from .models import evaluating
-from .schedules import SchedAgp, SchedStep, AttrScheduler
+from .schedules import sparsity_schedule, AGP_STEPS, AttrScheduler
 from .report import dequantized
 from .compat import on_fit_error, off_fit_error
 
 # %% auto #0
-__all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'SCHEDULES', 'IMPORTANCES', 'prunable_layers', 'compute_masks', 'PruneCallback',
+__all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'IMPORTANCES', 'prunable_layers', 'compute_masks', 'PruneCallback',
            'sparsity_report', 'bake_masks', 'lottery_ticket', 'prune_channels', 'prune_learner_channels']
 
 # %% ../nbs/06_prune.ipynb #12be79d8
@@ -61,7 +60,6 @@ def prunable_layers(
 GRANULARITIES = ('weight', 'vector', 'kernel', 'filter')
 CRITERIA = ('magnitude', 'taylor')
 SCOPES = ('global', 'local')
-SCHEDULES = ('one_shot', 'iterative', 'agp')
 
 def _check_choice(name, v, valid):
     if v not in valid: raise ValueError(f"{name}={v!r} is unknown; use one of {', '.join(map(repr, valid))}")
@@ -145,19 +143,14 @@ def _param_states(opt, p):
         if isinstance(st, dict) and p in st: res.append(st[p])
     return res
 
-def _make_schedule(schedule, rounds):
-    if callable(schedule): return schedule
-    _check_choice('schedule', schedule, SCHEDULES)
-    if schedule == 'agp': return SchedAgp(0., 1.)
-    if schedule == 'iterative' and rounds > 1: return SchedStep(1/rounds, 1., rounds-1)
-    return SchedNo(1., 1.)
-
 class PruneCallback(Callback):
     "Prune the weights of the selected layers to `sparsity` along `schedule`; pruned weights stay exactly zero"
     order,run_valid = AttrScheduler.order+5,False # after AttrScheduler, which may move `sparsity`
     def __init__(self,
         sparsity:float=None,       # Final share of pruned weights, in [0, 1); None with `threshold`
-        schedule='one_shot',       # Share of `sparsity` at `pct_train`: 'one_shot', 'iterative', 'agp' or f(pos)
+        schedule='agp',            # Share of `sparsity` at `pct_train`: 'agp', 'iterative', 'one_shot', f(pos) or None
+        pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: 0.2
+        pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: 0.7
         granularity:str='weight',  # 'weight', 'vector' (a row along the last dim), 'kernel' or 'filter'
         criterion:str='magnitude', # 'magnitude' (|w|) or 'taylor' (|grad * w| summed over `n_taylor` batches)
         scope:str='global',        # 'global' (one ranking over all layers) or 'local' (every layer to `sparsity`)
@@ -165,6 +158,7 @@ class PruneCallback(Callback):
         threshold:float=None,      # Prune the blocks whose score is below this (|w| < tau), once, instead of a share
         every:int=1,               # Re-evaluate the target every `every` training batches
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
+        agp_steps:int=AGP_STEPS,   # schedule='agp': the masks change this many times (None: at every update)
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
         rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step
     ):
@@ -179,7 +173,8 @@ class PruneCallback(Callback):
             if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
         if rewind_iter is not None and (not isinstance(rewind_iter, int) or rewind_iter < 0):
             raise ValueError(f"rewind_iter must be None or an integer >= 0, got {rewind_iter!r}")
-        schedule = _make_schedule(schedule, rounds)
+        self._named,self._first_step = isinstance(schedule, str), schedule == 'one_shot' and not pct_start
+        schedule = sparsity_schedule(schedule, rounds, pct_start, pct_end, agp_steps)
         store_attr()
         self.masks,self._fm,self._layers,self.snapshot,self.target_sparsity,self.hist = {},{},None,None,None,[]
         self._taylor,self._n_acc,self._thresholded = {},0,False
@@ -221,6 +216,11 @@ class PruneCallback(Callback):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
         self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
         self.target_sparsity,self._thresholded = None,False
+        moved = [k for cb in self.learn.cbs if isinstance(cb, AttrScheduler) for k in cb.scheds
+                 if k.rsplit('.', 1) in ([self.name, 'sparsity'], [type(self).__name__, 'sparsity'])]
+        if moved and self._named:
+            warnings.warn(f"PruneCallback: AttrScheduler moves {moved[0]!r} and the callback's schedule ramps it too:"
+                          " the target is their product. Pass schedule=None to prune to `sparsity` as it is.")
         on_fit_error(self.learn, self._on_error) # an error escaping the fit: the pruned weights still end at 0
 
     def scheduled_sparsity(self) -> float:
@@ -238,7 +238,12 @@ class PruneCallback(Callback):
             return
         _check_sparsity(self.sparsity)
         tgt = self.scheduled_sparsity()
-        if self.target_sparsity is None or abs(tgt - self.target_sparsity) > 1e-12: self.prune(tgt)
+        if self.target_sparsity is None or abs(tgt - self.target_sparsity) > 1e-12:
+            if self._first_step and tgt > 0 and self.learn.train_iter == 0 and self.learn.pct_train == 0:
+                warnings.warn("PruneCallback(schedule='one_shot', pct_start=0) prunes at the first step of this fit: "
+                              "right for a trained model that the fit retrains (Han et al. 2015), but an untrained "
+                              "model is pruned at random. To train first, give pct_start > 0 (or the default, 'agp').")
+            self.prune(tgt)
 
     def before_step(self):
         "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"

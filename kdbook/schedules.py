@@ -13,12 +13,13 @@ import torch
 import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from fastai.callback.core import Callback
+from fastai.callback.schedule import SchedNo
 from fastai.callback.tracker import SaveModelCallback
 from .compat import annealer
 
 # %% auto #0
-__all__ = ['sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup', 'SchedWarmup', 'SchedOneCycle', 'plot_scheds',
-           'AttrScheduler']
+__all__ = ['PRUNE_SCHEDULES', 'PRUNE_WINDOW', 'AGP_STEPS', 'sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup',
+           'SchedWarmup', 'SchedWindow', 'sparsity_schedule', 'SchedOneCycle', 'plot_scheds', 'AttrScheduler']
 
 # %% ../nbs/01_schedules.ipynb #3d19f513
 def sched_agp(start, end, pos):
@@ -59,6 +60,62 @@ def SchedWarmup(start:float,         # Value at `pos=0`
     if not 0 < pct_warm <= 1:
         raise ValueError(f"SchedWarmup: pct_warm must be in (0, 1], got {pct_warm!r}.")
     return annealer(partial(sched_warmup, pct_warm=pct_warm), start, end)
+
+# %% ../nbs/01_schedules.ipynb #ffff54d3
+class SchedWindow:
+    "Picklable schedule: `sched(0)` before `pct_start`, `sched` stretched over the window, then `sched(1)`"
+    def __init__(self,
+        sched,          # A schedule function f(pos) on [0, 1], e.g. `SchedAgp(0, 1)`
+        pct_start:float, # Start of the window, as a fraction of training, in [0, 1]
+        pct_end:float,   # End of the window, in [`pct_start`, 1]; equal to `pct_start` for a single jump
+        n_steps:int=None, # A staircase: `sched` read at `n_steps` evenly spaced points of the window; None: smooth
+    ):
+        if not callable(sched): raise ValueError(f"SchedWindow: sched must be a function of pos, got {sched!r}")
+        if not 0 <= pct_start <= pct_end <= 1:
+            raise ValueError(f"SchedWindow: need 0 <= pct_start <= pct_end <= 1, got pct_start={pct_start!r}, "
+                             f"pct_end={pct_end!r}")
+        if n_steps is not None and (not isinstance(n_steps, int) or n_steps < 1):
+            raise ValueError(f"SchedWindow: n_steps must be None or an int >= 1, got {n_steps!r}")
+        store_attr()
+    def __call__(self, pos):
+        if pos >= self.pct_end: return self.sched(1.)
+        if pos < self.pct_start: return self.sched(0.)
+        u = (pos - self.pct_start) / (self.pct_end - self.pct_start)
+        return self.sched(u if self.n_steps is None else math.floor(u * self.n_steps) / self.n_steps)
+    def __repr__(self): return f"SchedWindow({self.sched!r}, {self.pct_start}, {self.pct_end}, {self.n_steps})"
+
+# %% ../nbs/01_schedules.ipynb #a8f08d0e
+PRUNE_SCHEDULES = ('one_shot', 'iterative', 'agp') # The named schedules of `sparsity_schedule`
+PRUNE_WINDOW = (0.2, 0.7) # Default window (pct_start, pct_end) of the named schedules, as fractions of training
+AGP_STEPS = 32 # Default number of AGP pruning steps (Zhu & Gupta's n) over the window
+
+def sparsity_schedule(
+    schedule='agp',       # 'agp', 'iterative', 'one_shot', a function f(pos) used as it is, or None (always 1)
+    rounds:int=3,         # Number of jumps of 'iterative'
+    pct_start:float=None, # Named schedules: pruning starts here; None: `PRUNE_WINDOW[0]`
+    pct_end:float=None,   # 'agp', 'iterative': the final sparsity is reached here; None: `PRUNE_WINDOW[1]`
+    agp_steps:int=AGP_STEPS, # 'agp': the masks change this many times over the window (None: at every batch)
+):
+    "The share of the final sparsity reached at each `pct_train`: a named schedule placed in its window"
+    if schedule is None or callable(schedule):
+        if pct_start is not None or pct_end is not None:
+            raise ValueError("pct_start and pct_end place a named schedule ('one_shot', 'iterative', 'agp') in the "
+                             "fit; a schedule function gets pct_train as it is: build the window into it (SchedWindow)")
+        return SchedNo(1., 1.) if schedule is None else schedule
+    if schedule not in PRUNE_SCHEDULES:
+        raise ValueError(f"schedule={schedule!r} is unknown; use one of {', '.join(map(repr, PRUNE_SCHEDULES))}")
+    start = PRUNE_WINDOW[0] if pct_start is None else pct_start
+    if schedule == 'one_shot':
+        if pct_end is not None:
+            raise ValueError("schedule='one_shot' prunes once, at pct_start; pct_end is for 'agp' and 'iterative'")
+        if not 0 <= start < 1: raise ValueError(f"pct_start must be in [0, 1), got {start!r}")
+        return SchedWindow(SchedStep(0., 1., 1), start, start)
+    end = PRUNE_WINDOW[1] if pct_end is None else pct_end
+    if not 0 <= start < end <= 1:
+        raise ValueError(f"the pruning window needs 0 <= pct_start < pct_end <= 1, got pct_start={start!r}, "
+                         f"pct_end={end!r}")
+    if schedule == 'agp': return SchedWindow(SchedAgp(0., 1.), start, end, agp_steps)
+    return SchedWindow(SchedStep(0., 1., rounds), start, end)
 
 # %% ../nbs/01_schedules.ipynb #385bcd54
 class SchedOneCycle:

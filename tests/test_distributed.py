@@ -93,7 +93,7 @@ def worker(out):
                 with torch.no_grad():
                     for m in self.learn.model.modules():
                         if isinstance(m, (nn.Conv1d, nn.Linear)): m.weight.mul_(torch.rand_like(m.weight))
-    pr = PruneCallback(0.5)
+    pr = PruneCallback(0.5, schedule='one_shot', pct_start=0)   # prunes at the first batch, right after Diverge
     learn = new_learner([pr, Diverge()])
     with ddp_ctx(learn):
         sync = learn.prune_mask_sync

@@ -1,5 +1,6 @@
 "Integration tests of kdbook.prune: masks under many optimizer steps, save/load/export in a fresh process, structured pruning"
 import subprocess, sys, textwrap
+from contextlib import nullcontext
 from functools import partial
 import pytest, torch
 from torch import nn
@@ -38,6 +39,26 @@ def test_zeros_stay_zero(dls, opt_func, granularity):
         for k, v in learn.opt.state[m.weight].items():
             if torch.is_tensor(v) and v.shape == mk.shape: assert v[~mk].abs().sum() == 0, k
     assert abs(cb.measured() - 0.6) < 0.02
+
+
+def test_default_call_trains_before_it_prunes():
+    """`PruneCallback(0.9)` from scratch: dense for the first 20% of the fit, 90% by 70%, and far better than pruning a
+    random network at the first batch (the former default, which now warns)"""
+    dls = mnist1d_dls()                                             # 4,000 signals: 31 batches per epoch
+    res = {}
+    for name, cb in [('default', PruneCallback(0.9)), ('at first batch', PruneCallback(0.9, schedule='one_shot', pct_start=0))]:
+        torch.manual_seed(0)
+        learn = Learner(dls, mlp(40, (128, 128), 10), metrics=accuracy, cbs=cb)
+        learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
+        with learn.no_logging(), pytest.warns(UserWarning, match='first step') if name != 'default' else nullcontext():
+            learn.fit_one_cycle(8, 1e-2, wd=1e-2)
+        n_iter = 8 * len(dls.train)
+        assert abs(cb.measured() - 0.9) < 1e-3
+        res[name] = float(learn.validate()[1])
+        if name == 'default':
+            assert 0.2 * n_iter <= cb.hist[0]['iter'] and cb.hist[-1]['iter'] <= 0.7 * n_iter + 1
+            assert len(cb.hist) <= 33                                   # 32 AGP steps, not one per batch
+    assert res['default'] > res['at first batch'] + 0.05, res
 
 
 def test_save_load_export_fresh_process(dls, tmp_path):
@@ -98,7 +119,11 @@ def test_structured_failure_leaves_model_untouched():
 
 
 @pytest.mark.parametrize('kw,msg', [(dict(sparsity=1.0), r'\[0, 1\)'), (dict(sparsity=0.5, granularity='row'), "'filter'"),
-                                    (dict(sparsity=0.5, criterion='l2'), "'taylor'"), (dict(sparsity=0.5, scope='x'), "'local'")])
+                                    (dict(sparsity=0.5, criterion='l2'), "'taylor'"), (dict(sparsity=0.5, scope='x'), "'local'"),
+                                    (dict(sparsity=0.5, pct_start=0.6, pct_end=0.6), r'0 <= pct_start < pct_end <= 1'),
+                                    (dict(sparsity=0.5, pct_start=0.8, pct_end=0.3), r'got pct_start=0.8, pct_end=0.3'),
+                                    (dict(sparsity=0.5, pct_end=1.5), r'pct_end <= 1'), (dict(sparsity=0.5, pct_start=-0.2), r'0 <= pct_start'),
+                                    (dict(sparsity=0.5, schedule='one_shot', pct_start=1.0), r'pct_start must be in \[0, 1\)')])
 def test_bad_input(kw, msg):
     with pytest.raises(ValueError, match=msg): PruneCallback(**kw)
 
