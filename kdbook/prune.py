@@ -149,8 +149,6 @@ class PruneCallback(Callback):
     def __init__(self,
         sparsity:float=None,       # Final share of pruned weights, in [0, 1); None with `threshold`
         schedule='agp',            # Share of `sparsity` at `pct_train`: 'agp', 'iterative', 'one_shot', f(pos) or None
-        pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: 0.2
-        pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: 0.7
         granularity:str='weight',  # 'weight', 'vector' (a row along the last dim), 'kernel' or 'filter'
         criterion:str='magnitude', # 'magnitude' (|w|) or 'taylor' (|grad * w| summed over `n_taylor` batches)
         scope:str='global',        # 'global' (one ranking over all layers) or 'local' (every layer to `sparsity`)
@@ -158,6 +156,8 @@ class PruneCallback(Callback):
         threshold:float=None,      # Prune the blocks whose score is below this (|w| < tau), once, instead of a share
         every:int=1,               # Re-evaluate the target every `every` training batches
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
+        pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: 0.3
+        pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: 0.7
         agp_steps:int=AGP_STEPS,   # schedule='agp': the masks change this many times (None: at every update)
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
         rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step

@@ -86,7 +86,7 @@ class SchedWindow:
 
 # %% ../nbs/01_schedules.ipynb #a8f08d0e
 PRUNE_SCHEDULES = ('one_shot', 'iterative', 'agp') # The named schedules of `sparsity_schedule`
-PRUNE_WINDOW = (0.2, 0.7) # Default window (pct_start, pct_end) of the named schedules, as fractions of training
+PRUNE_WINDOW = (0.3, 0.7) # Default window (pct_start, pct_end) of the named schedules, as fractions of training
 AGP_STEPS = 32 # Default number of AGP pruning steps (Zhu & Gupta's n) over the window
 
 def sparsity_schedule(

@@ -42,7 +42,7 @@ def test_zeros_stay_zero(dls, opt_func, granularity):
 
 
 def test_default_call_trains_before_it_prunes():
-    """`PruneCallback(0.9)` from scratch: dense for the first 20% of the fit, 90% by 70%, and far better than pruning a
+    """`PruneCallback(0.9)` from scratch: dense for the first 30% of the fit, 90% by 70%, and far better than pruning a
     random network at the first batch (the former default, which now warns)"""
     dls = mnist1d_dls()                                             # 4,000 signals: 31 batches per epoch
     res = {}
@@ -56,7 +56,7 @@ def test_default_call_trains_before_it_prunes():
         assert abs(cb.measured() - 0.9) < 1e-3
         res[name] = float(learn.validate()[1])
         if name == 'default':
-            assert 0.2 * n_iter <= cb.hist[0]['iter'] and cb.hist[-1]['iter'] <= 0.7 * n_iter + 1
+            assert 0.3 * n_iter <= cb.hist[0]['iter'] and cb.hist[-1]['iter'] <= 0.7 * n_iter + 1
             assert len(cb.hist) <= 33                                   # 32 AGP steps, not one per batch
     assert res['default'] > res['at first batch'] + 0.05, res
 
