@@ -216,8 +216,7 @@ class PruneCallback(Callback):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
         self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
         self.target_sparsity,self._thresholded = None,False
-        moved = [k for cb in self.learn.cbs if isinstance(cb, AttrScheduler) for k in cb.scheds
-                 if k.rsplit('.', 1) in ([self.name, 'sparsity'], [type(self).__name__, 'sparsity'])]
+        moved = [k for c in self.learn.cbs if isinstance(c, AttrScheduler) for k in c.keys_for(self, 'sparsity')]
         if moved and self._named:
             warnings.warn(f"PruneCallback: AttrScheduler moves {moved[0]!r} and the callback's schedule ramps it too:"
                           " the target is their product. Pass schedule=None to prune to `sparsity` as it is.")
@@ -239,7 +238,7 @@ class PruneCallback(Callback):
         _check_sparsity(self.sparsity)
         tgt = self.scheduled_sparsity()
         if self.target_sparsity is None or abs(tgt - self.target_sparsity) > 1e-12:
-            if self._first_step and tgt > 0 and self.learn.train_iter == 0 and self.learn.pct_train == 0:
+            if self._first_step and tgt > 0 and self.learn.pct_train == 0:
                 warnings.warn("PruneCallback(schedule='one_shot', pct_start=0) prunes at the first step of this fit: "
                               "right for a trained model that the fit retrains (Han et al. 2015), but an untrained "
                               "model is pruned at random. To train first, give pct_start > 0 (or the default, 'agp').")

@@ -184,6 +184,13 @@ class AttrScheduler(Callback):
         self._targets = {k: _find_target(self.learn, k) for k in self.scheds}
         self._new_fit = True
 
+    def keys_for(self,
+        cb,        # A callback of the Learner
+        attr:str,  # One of its attributes
+    ) -> list:
+        "Keys whose schedules set `attr` of `cb` in this fit (known from `before_fit` on, to callbacks of later order)"
+        return [k for k, (c, a) in getattr(self, '_targets', {}).items() if c is cb and a == attr]
+
     def before_train(self):
         "On a fit's first training epoch, start a new history unless `load_state_dict` just ran"
         if not getattr(self, '_new_fit', False): return
