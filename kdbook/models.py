@@ -14,8 +14,8 @@ from fastai.torch_core import default_device
 from fastai.learner import Learner
 
 # %% auto #0
-__all__ = ['count_params', 'model_and_dls', 'as_module', 'conv_block', 'cnn1d', 'mlp', 'cnn2d', 'model_device', 'evaluating',
-           'transfer_weights']
+__all__ = ['count_params', 'model_and_dls', 'as_module', 'conv_block', 'cnn1d', 'mlp', 'cnn2d', 'lenet5', 'model_device',
+           'evaluating', 'transfer_weights']
 
 # %% ../nbs/03_models.ipynb #24cbb874
 def count_params(
@@ -110,6 +110,17 @@ def cnn2d(
     return nn.Sequential(OrderedDict(block1=conv_block(n_in, ch, 3, ndim=2), block2=conv_block(ch, ch, 3, ndim=2),
                                      block3=conv_block(ch, ch, 3, ndim=2), flatten=nn.Flatten(),
                                      head=nn.Linear(ch*s*s, n_out)))
+
+# %% ../nbs/03_models.ipynb #55e4db7e
+def lenet5(
+    n_out:int=10, # Number of classes
+    n_in:int=1,   # Input channels
+) -> nn.Sequential:
+    "Caffe's LeNet-5 for `(bs, n_in, 28, 28)` images: conv 20 and conv 50 (5×5, each max-pooled), fc 500, fc `n_out`"
+    _check_width(n_out=n_out, n_in=n_in)
+    return nn.Sequential(OrderedDict(conv1=nn.Conv2d(n_in, 20, 5), pool1=nn.MaxPool2d(2), conv2=nn.Conv2d(20, 50, 5),
+                                     pool2=nn.MaxPool2d(2), flatten=nn.Flatten(), fc1=nn.Linear(800, 500),
+                                     act1=nn.ReLU(), head=nn.Linear(500, n_out)))
 
 # %% ../nbs/03_models.ipynb #baf721ba
 def model_device(model:nn.Module, # Any module
