@@ -17,7 +17,7 @@ __all__ = ['kdbook_cli']
 @call_parse(pos=['command'])
 def kdbook_cli(
     command:Annotated[str, "What to run", dict(choices=['demo'])]='demo',
-    pipeline:Annotated[str, "kd: a teacher and its students; full: teacher, KD student, pruned with KD, int8",
+    pipeline:Annotated[str, "kd: a teacher and its students; full: teacher, KD student, pruned, int8, stored",
                        dict(choices=list(demo_pipelines))]='kd',
     dataset:Annotated[str, "Data set (default: settings.ini)", dict(choices=list(demo_datasets))]=None,
     epochs:int=None, # Epochs of every fit (default: settings.ini)
@@ -37,11 +37,13 @@ def kdbook_cli(
         s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
                               student_sparsity=sparsity)
         from kdbook.pipeline import run_demo, run_pipeline, save_results # imports torch: once the arguments hold
-        res = (run_demo if pipeline == 'kd' else run_pipeline)(s, show=not quiet)
+        if pipeline == 'kd': res = run_demo(s, show=not quiet)
+        else: res = run_pipeline(s, show=not quiet, store=f'{out}/models' if out else None) # beside the results
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))
     if pipeline == 'full':
         print(f"latency_ms: median forward pass of a batch of {res.bs[0]}; size_bytes: torch.save(state_dict); "
-              "compressed_bytes: the same, deflated (zlib -9)")
+              "compressed_bytes: the same, deflated (zlib -9); stored_bytes: kdbook.compress.save_compressed; "
+              "compression: the teacher's size_bytes / stored_bytes")
     if out: print(f"results written to {save_results(res, out, {**s, 'pipeline': pipeline})}")
     if not is_cli(): return res

@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #3ab4e60f
 from __future__ import annotations
-import copy, json, time, zlib
+import copy, json, re, time, zlib
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,13 +17,14 @@ from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, 
 from fastai.callback.schedule import combine_scheds, SchedNo # the module patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .settings import override_settings, demo_datasets
-from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels
+from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback
 from .schedules import SchedAgp
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
+from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
 
 # %% auto #0
 __all__ = ['run_demo', 'prune_schedule', 'run_pipeline', 'save_results']
@@ -103,6 +104,20 @@ def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
     return len(zlib.compress(serialized_state(model), 9))
 
+def _stored(models, store):
+    "Bytes of each float model in `save_compressed`'s format (NaN for a torchao one), and the file of each if `store`"
+    nbytes, paths = [], []
+    for name, m in models.items():
+        try: b = to_compressed(m)
+        except ValueError: nbytes.append(float('nan')); paths.append(None); continue # int8 tensors: not storable
+        nbytes.append(len(b))
+        if store:
+            f = Path(store)/(re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.kdbc')
+            f.parent.mkdir(parents=True, exist_ok=True)
+            save_compressed(m, f); paths.append(str(f))
+        else: paths.append(None)
+    return nbytes, paths
+
 def run_pipeline(
     settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
     show:bool=True,           # Show fastai's progress bars
@@ -111,9 +126,17 @@ def run_pipeline(
     bs:int=256,               # Batch size of the latency measurement
     n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
     return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
+    student_epochs:int=None,  # Epochs of the KD student; None for three times the settings' `epochs`
+    prune_epochs:int=None,    # Epochs of the pruning stage; None for twice the settings' `epochs`
+    criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
+    noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in the student's fits after the teacher's
+    share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
+    share_epochs:int=10,      # Epochs of the KD retraining of the shared weights
+    share_lr:float=1e-3,      # Peak learning rate of that retraining
+    store=None,               # Folder to write every float model into with `save_compressed`; None: sizes only
     **overrides               # Any setting, e.g. `epochs=5` or `student_sparsity=0.7`, overriding `settings`
 ) -> pd.DataFrame:
-    "Teacher, KD student, the student pruned with KD retraining, its int8 copy, a channel-pruned student: one row each"
+    "Teacher, KD student, pruned with KD, its int8 copy, its shared copy, a channel-pruned student: one row each"
     from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
     s = override_settings(settings, **overrides)
     if not 0 <= s['student_sparsity'] < 1:
@@ -121,10 +144,14 @@ def run_pipeline(
                          f"weights set to zero), got {s['student_sparsity']}")
     if not 0 <= channel_ratio < 1:
         raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
+    for k, v in dict(share_bits=share_bits, share_epochs=share_epochs, prune_epochs=prune_epochs or 1,
+                     student_epochs=student_epochs or 1).items():
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
     if scheme not in quant_schemes():
         raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
     device = check_device(s['device'] or None)
-    task = _task(s['dataset'], s['teacher_width'], s['student_width'])
+    task = _task(s['dataset'], s['teacher_width'], s['pipeline_width'])
     if not task.classify:
         ok = ' or '.join(k for k, t in _tasks.items() if t[2] is CrossEntropyLossFlat)
         raise ValueError(f"The compression pipeline needs a classification data set (it reports accuracy), not "
@@ -135,16 +162,24 @@ def run_pipeline(
     models, secs = {}, {}
     learn, secs['teacher'] = fit(task.teacher())  # the pipeline's models are built before `_train` seeds
     models['teacher'] = teacher = learn.model
-    learn, secs['student, KD'] = fit(task.student(), cbs=kd(teacher))
+    aug = [InputNoise(noise, max_shift=2)] if noise else []
+    learn, secs['student, KD'] = _train(dls, task.student(), task, {**s, 'epochs': student_epochs or 3 * s['epochs']},
+                                        cbs=[kd(teacher), *aug], show=show)
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule())
-    learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune])
+    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion)
+    learn, secs[pruned] = _train(dls, copy.deepcopy(student), task, {**s, 'epochs': prune_epochs or 2 * s['epochs']},
+                                 cbs=[kd(teacher), prune, *aug], show=show)
     bake_masks(learn)
     models[pruned] = learn.model
     t = time.perf_counter()
     models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
     secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
+    shared = f'{pruned}, shared {share_bits}-bit'
+    learn, secs[shared] = _train(dls, fold_batchnorm(models[pruned]), task,
+                                 {**s, 'epochs': share_epochs, 'lr': share_lr},
+                                 cbs=[kd(teacher), WeightShareCallback(share_bits), *aug], show=show)
+    models[shared] = round_to_half(learn.model)
     if channel_ratio:
         name, t = f'student, KD, {channel_ratio:.0%} channels removed', time.perf_counter()
         slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
@@ -156,11 +191,14 @@ def run_pipeline(
     df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
     df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
     df['agreement'] = [_agreement(m, dls.valid, t_top1) for m in models.values()]
+    nbytes, paths = _stored(models, store)
+    df['stored_bytes'], df['stored_path'] = nbytes, pd.Series(paths, index=df.index, dtype=object) # None, not NaN
+    df['compression'] = df.size_bytes.iloc[0] / df.stored_bytes # the teacher's float32 file / the stored model
     df['train_s'] = [secs[k] for k in models]
-    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'latency_ms', 'bs',
-            'accuracy', 'agreement', 'train_s']
+    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'stored_bytes',
+            'compression', 'latency_ms', 'bs', 'accuracy', 'agreement', 'train_s', 'stored_path']
     df = df[cols].rename_axis('model').reset_index()
-    df = df.round(dict(weight_sparsity=4, latency_ms=3, accuracy=4, agreement=4, train_s=1))
+    df = df.round(dict(weight_sparsity=4, compression=1, latency_ms=3, accuracy=4, agreement=4, train_s=1))
     return (df, models, dls) if return_models else df
 
 # %% ../nbs/10_pipeline.ipynb #f63276af
@@ -173,7 +211,8 @@ def save_results(
     from matplotlib.figure import Figure
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     res.to_csv(out/'results.csv', index=False)
-    res_json = {'settings': settings or {}, 'results': res.to_dict('records')}
+    rows = res.astype(object).where(res.notna(), None).to_dict('records') # JSON null, not NaN, for a missing value
+    res_json = {'settings': settings or {}, 'results': rows}
     (out/'results.json').write_text(json.dumps(res_json, indent=2))
     fig = Figure(figsize=(7, 4.5) if 'size_bytes' in res.columns else (6, 4))
     ax = fig.subplots()
