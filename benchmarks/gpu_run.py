@@ -20,7 +20,7 @@ Parts (each runs on its own; a failing part is reported in the table and the oth
 - demo:     `kdbook demo` (`kdbook.pipeline.run_demo`): teacher, students from scratch and with KD, with 10% of the
             labels
 - pipeline: `kdbook demo --pipeline full` (`kdbook.pipeline.run_pipeline`): teacher, KD student, pruned with KD,
-            int8, channel-pruned
+            int8, shared and stored (Deep Compression), channel-pruned
 - kd:       `benchmarks/bench_kd.py`: KD epoch time over plain epoch time (cache and online teacher), as ratios
 - prune:    `benchmarks/bench_prune.py --part unstructured` (90% AGP with KD: sparsity, accuracy, zeros after
             save/load/export) and `--part overhead` (cost of the masks, as ratios; the clock waits for CUDA's
@@ -99,6 +99,9 @@ def run_pipeline_part(a, rows):
     for _, r in df.iterrows():
         rows.append(('pipeline', r['model'], 'accuracy', r['accuracy'], r['train_s']))
         rows.append(('pipeline', r['model'], 'latency_ms', r['latency_ms'], math.nan))
+        if r['stored_bytes'] == r['stored_bytes']: # NaN for the int8 model, which save_compressed does not store
+            rows.append(('pipeline', r['model'], 'stored_bytes / compression', f"{r['stored_bytes']:.0f} / "
+                         f"{r['compression']:.1f}x", math.nan))
 
 
 def run_kd_part(a, rows):
