@@ -51,10 +51,10 @@ test-slow: $(STAMP)
 docs: $(STAMP)
 	$(PY) tools/build_docs.py
 
-# Open the notebooks (the book's source) in JupyterLab.
+# Open the notebooks (the book's source) in JupyterLab, on the venv's Python 3 kernel (each notebook names it).
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,lab]" "$$($(PY) tools/torch_pair.py torch)" "$$($(PY) tools/torch_pair.py installed-torchvision)"
-	$(VENV)/bin/jupyter lab nbs/
+	$(VENV)/bin/jupyter lab nbs/ $$([ "$$(id -u)" = 0 ] && echo --allow-root) # root (a container) needs the flag
 
 clean:
 	rm -rf _docs _proc .pytest_cache

@@ -53,3 +53,10 @@ def test_tutorials_and_benchmarks_do_not_import_the_cli():
     srcs.update({p: p.read_text() for p in (ROOT/'benchmarks').glob('*.py')})
     bad = [str(p.relative_to(ROOT)) for p, s in srcs.items() if re.search(r'\bkdbook\.cli\b|from kdbook import cli', s)]
     assert not bad, f"import kdbook.settings or kdbook.pipeline instead of the CLI: {bad}"
+
+def test_every_notebook_opens_with_a_python3_kernel():
+    "JupyterLab opens each chapter on the venv's Python 3 kernel instead of asking which kernel to start"
+    nbs = sorted((ROOT/'nbs').glob('*.ipynb')) + sorted((ROOT/'nbs'/'tutorials').glob('*.ipynb'))
+    bad = [str(p.relative_to(ROOT)) for p in nbs
+           if json.loads(p.read_text())['metadata'].get('kernelspec', {}).get('name') != 'python3']
+    assert nbs and not bad, f"notebooks without a python3 kernelspec: {bad}"
