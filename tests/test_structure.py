@@ -60,3 +60,12 @@ def test_every_notebook_opens_with_a_python3_kernel():
     bad = [str(p.relative_to(ROOT)) for p in nbs
            if json.loads(p.read_text())['metadata'].get('kernelspec', {}).get('name') != 'python3']
     assert nbs and not bad, f"notebooks without a python3 kernelspec: {bad}"
+
+def test_home_page_lists_every_chapter():
+    "index.ipynb links every other notebook of the book, so a reader finds every chapter from the home page"
+    src = ''.join(''.join(c['source']) for c in json.loads((ROOT/'nbs'/'index.ipynb').read_text())['cells']
+                  if c['cell_type'] == 'markdown')
+    nbs = [p.relative_to(ROOT/'nbs').as_posix() for p in sorted((ROOT/'nbs').rglob('*.ipynb'))
+           if p.name != 'index.ipynb' and not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts]
+    missing = [n for n in nbs if f']({n})' not in src and f']({n}#' not in src]
+    assert nbs and not missing, f"chapters the home page does not link: {missing}"
