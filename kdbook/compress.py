@@ -205,10 +205,10 @@ def _encode(w, t, coder):
         nz = ((flat != 0) | flat.signbit()).numpy() # -0.0 is a value: the file keeps every bit
         if 0 < nz.sum() < len(nz) * 0.9:
             pos = np.flatnonzero(nz)
+            vals = ByteWriter(); _values(vals, flat[torch.from_numpy(pos)], coder) # the same for every gap width
             def sparse(c, b):
                 g = _gaps(pos, b)
-                c.buf.append(b); c.uint(len(g)); c.symbols(g, (1 << b) + 1, coder)
-                _values(c, flat[torch.from_numpy(pos)], coder)
+                c.buf.append(b); c.uint(len(g)); c.symbols(g, (1 << b) + 1, coder); c.buf += vals.buf
             for b in range(1, 9): cand('sparse', partial(sparse, b=b))
     w.buf += min(cands, key=len)
 
@@ -248,12 +248,8 @@ def _decode(r, ref):
 # %% ../nbs/12_compress.ipynb #ab34d28e
 def _state(model): return dict(model.state_dict())
 
-def to_compressed(
-    model,                # An `nn.Module` (an `nn.Sequential`, see `describe_model`) or a `Learner`
-    coder:str='huffman',  # Entropy coder of the symbol streams, one of `CODERS`
-) -> bytes:
-    "`model` in the stored format: magic, its description, each tensor in its smallest exact encoding, a checksum"
-    model = as_module(model)
+def _parts(model, coder):
+    "`model`'s description and the encoding of each of its tensors, after checking that the file can hold them"
     if coder not in CODERS: raise ValueError(f"Unknown coder {coder!r}; valid names: {', '.join(CODERS)}")
     state = _state(model)
     if bad := [k for k, v in state.items() if type(v) not in (torch.Tensor, nn.Parameter)]:
@@ -263,10 +259,24 @@ def to_compressed(
     spec = lambda sd: [(k, v.shape, v.dtype) for k, v in sd.items()]
     if spec(_state(build_model(desc))) != spec(state):
         raise ValueError("The description does not rebuild the model's tensors: was a layer changed after building?")
+    encs = {}
+    for k, v in state.items():
+        w = ByteWriter(); _encode(w, v, coder); encs[k] = bytes(w.buf)
+    return desc, encs
+
+def _assemble(desc, encs):
+    "Magic, the deflated description, the tensors' encodings and the checksum of the two"
     w = ByteWriter()
     w.raw(zlib.compress(json.dumps(desc, separators=(',', ':')).encode(), 9))
-    for v in state.values(): _encode(w, v, coder)
+    for e in encs.values(): w.buf += e
     return MAGIC + bytes(w.buf) + struct.pack('<I', zlib.crc32(w.buf))
+
+def to_compressed(
+    model,                # An `nn.Module` (an `nn.Sequential`, see `describe_model`) or a `Learner`
+    coder:str='huffman',  # Entropy coder of the symbol streams, one of `CODERS`
+) -> bytes:
+    "`model` in the stored format: magic, its description, each tensor in its smallest exact encoding, a checksum"
+    return _assemble(*_parts(as_module(model), coder))
 
 def from_compressed(
     data:bytes, # What `to_compressed` returned
@@ -315,12 +325,11 @@ def storage_report(
     coder:str='huffman',  # Entropy coder, one of `CODERS`
 ) -> pd.DataFrame:
     "One row per tensor of `to_compressed(model)`: values, nonzeros, distinct values, encoding, bytes, bits per nonzero"
-    model, rows = as_module(model), []
-    for k, v in _state(model).items():
-        w = ByteWriter(); _encode(w, v, coder)
-        rows.append(dict(tensor=k, values=v.numel(), nonzero=int((v != 0).sum()), distinct=len(v.unique()),
-                         encoding=_ENC[w.buf[0]], bytes=len(w.buf)))
-    total = len(to_compressed(model, coder))
+    model = as_module(model)
+    desc, encs = _parts(model, coder)
+    rows = [dict(tensor=k, values=v.numel(), nonzero=int((v != 0).sum()), distinct=len(v.unique()),
+                 encoding=_ENC[encs[k][0]], bytes=len(encs[k])) for k, v in _state(model).items()]
+    total = len(_assemble(desc, encs))
     rows.append(dict(tensor='(magic, description, checksum)', values=0, nonzero=0, distinct=0, encoding='',
                      bytes=total - sum(r['bytes'] for r in rows)))
     df = pd.DataFrame(rows)
