@@ -22,12 +22,11 @@ from pathlib import Path
 def main(a):
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
-    from fastai.callback.schedule import combine_scheds, SchedNo
     from kdbook.data import mnist1d_dls, InputNoise
     from kdbook.models import cnn1d
     from kdbook.distill import KDCallback
     from kdbook.prune import PruneCallback
-    from kdbook.schedules import SchedAgp
+    from kdbook.pipeline import prune_schedule
     from kdbook.compress import fold_batchnorm, WeightShareCallback, round_to_half, to_compressed
     torch.set_num_threads(1)
     dls = mnist1d_dls(bs=128, seed=a.seed)
@@ -48,7 +47,7 @@ def main(a):
     S = cached(cache/f'student_{a.seed}_{a.width}_{a.student_epochs}.pt',
                lambda: fit(cnn1d(a.width), [kd(), *noisy], epochs=a.student_epochs), lambda: cnn1d(a.width))
     kw = dict(scope='local') if a.variant == 'local' else dict(criterion='taylor') if a.variant == 'taylor' else {}
-    if a.schedule == 'pipe': kw['schedule'] = combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
+    if a.schedule == 'pipe': kw['schedule'] = prune_schedule()
     start = fold_batchnorm(S) if a.variant == 'fold' else copy.deepcopy(S)
     P = fit(start, [kd(), PruneCallback(a.sparsity, **kw), *([InputNoise(a.noise, 2)] if a.noise else [])],
             epochs=a.epochs, lr=a.lr)

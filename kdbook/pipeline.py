@@ -14,14 +14,14 @@ import pandas as pd
 from torch import nn
 from fastcore.xtras import ContextManagers
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
-from fastai.callback.schedule import combine_scheds, SchedNo # the module patches Learner.fit_one_cycle
+import fastai.callback.schedule # patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .settings import override_settings, demo_datasets
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback
-from .schedules import SchedAgp
+from .schedules import sparsity_schedule
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
 from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
@@ -98,7 +98,7 @@ def run_demo(
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
 def prune_schedule():
     "The pipeline's pruning schedule, share of the target sparsity along training: AGP over 70%, then the target"
-    return combine_scheds([0.7, 0.3], [SchedAgp(0., 1.), SchedNo(1., 1.)])
+    return sparsity_schedule('agp', pct_start=0., pct_end=0.7, agp_steps=None) # smooth, from the first batch
 
 def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
@@ -106,16 +106,13 @@ def _deflated_bytes(model):
 
 def _stored(models, store):
     "Bytes of each float model in `save_compressed`'s format (NaN for a torchao one), and the file of each if `store`"
+    if store: Path(store).mkdir(parents=True, exist_ok=True)
     nbytes, paths = [], []
     for name, m in models.items():
-        try: b = to_compressed(m)
-        except ValueError: nbytes.append(float('nan')); paths.append(None); continue # int8 tensors: not storable
-        nbytes.append(len(b))
-        if store:
-            f = Path(store)/(re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.kdbc')
-            f.parent.mkdir(parents=True, exist_ok=True)
-            save_compressed(m, f); paths.append(str(f))
-        else: paths.append(None)
+        f = Path(store)/(re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.kdbc') if store else None
+        try: nbytes.append(save_compressed(m, f) if f else len(to_compressed(m)))
+        except ValueError: nbytes.append(float('nan')); f = None # int8 tensors: not storable
+        paths.append(str(f) if f else None)
     return nbytes, paths
 
 def run_pipeline(
@@ -163,22 +160,21 @@ def run_pipeline(
     learn, secs['teacher'] = fit(task.teacher())  # the pipeline's models are built before `_train` seeds
     models['teacher'] = teacher = learn.model
     aug = [InputNoise(noise, max_shift=2)] if noise else []
-    learn, secs['student, KD'] = _train(dls, task.student(), task, {**s, 'epochs': student_epochs or 3 * s['epochs']},
-                                        cbs=[kd(teacher), *aug], show=show)
+    learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug],
+                                     s={**s, 'epochs': student_epochs or 3 * s['epochs']})
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
     prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion)
-    learn, secs[pruned] = _train(dls, copy.deepcopy(student), task, {**s, 'epochs': prune_epochs or 2 * s['epochs']},
-                                 cbs=[kd(teacher), prune, *aug], show=show)
+    learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune, *aug],
+                              s={**s, 'epochs': prune_epochs or 2 * s['epochs']})
     bake_masks(learn)
     models[pruned] = learn.model
     t = time.perf_counter()
     models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
     secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
     shared = f'{pruned}, shared {share_bits}-bit'
-    learn, secs[shared] = _train(dls, fold_batchnorm(models[pruned]), task,
-                                 {**s, 'epochs': share_epochs, 'lr': share_lr},
-                                 cbs=[kd(teacher), WeightShareCallback(share_bits), *aug], show=show)
+    learn, secs[shared] = fit(fold_batchnorm(models[pruned]), cbs=[kd(teacher), WeightShareCallback(share_bits), *aug],
+                              s={**s, 'epochs': share_epochs, 'lr': share_lr})
     models[shared] = round_to_half(learn.model)
     if channel_ratio:
         name, t = f'student, KD, {channel_ratio:.0%} channels removed', time.perf_counter()
