@@ -128,7 +128,7 @@ def run_pipeline(
     criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
     noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in the student's fits after the teacher's
     share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
-    share_epochs:int=10,      # Epochs of the KD retraining of the shared weights
+    share_epochs:int=None,    # Epochs of the KD retraining of the shared weights; None for a quarter of `epochs`
     share_lr:float=1e-3,      # Peak learning rate of that retraining
     store=None,               # Folder to write every float model into with `save_compressed`; None: sizes only
     **overrides               # Any setting, e.g. `epochs=5` or `student_sparsity=0.7`, overriding `settings`
@@ -141,7 +141,7 @@ def run_pipeline(
                          f"weights set to zero), got {s['student_sparsity']}")
     if not 0 <= channel_ratio < 1:
         raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
-    for k, v in dict(share_bits=share_bits, share_epochs=share_epochs, prune_epochs=prune_epochs or 1,
+    for k, v in dict(share_bits=share_bits, share_epochs=share_epochs or 1, prune_epochs=prune_epochs or 1,
                      student_epochs=student_epochs or 1).items():
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
@@ -174,7 +174,7 @@ def run_pipeline(
     secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
     shared = f'{pruned}, shared {share_bits}-bit'
     learn, secs[shared] = fit(fold_batchnorm(models[pruned]), cbs=[kd(teacher), WeightShareCallback(share_bits), *aug],
-                              s={**s, 'epochs': share_epochs, 'lr': share_lr})
+                              s={**s, 'epochs': share_epochs or max(1, s['epochs'] // 4), 'lr': share_lr})
     models[shared] = round_to_half(learn.model)
     if channel_ratio:
         name, t = f'student, KD, {channel_ratio:.0%} channels removed', time.perf_counter()

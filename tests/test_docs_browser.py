@@ -50,16 +50,28 @@ def browser():
         yield ctx
         ctx.close()
 
+def _open_all(browser, urls):
+    """Open each of `urls` in its own tab, all loading at once (each waits for its `load` event and for 500 ms
+    without network traffic, and those waits overlap); returns one (page, problems seen while loading) per url"""
+    opened = []
+    for url in urls:
+        probs, page = [], browser.new_page()
+        page.on('console', lambda m, probs=probs:
+                probs.append(f"console {m.type}: {m.text}") if m.type in ('error', 'assert') else None)
+        page.on('pageerror', lambda e, probs=probs: probs.append(f"page error: {e}"))
+        page.on('requestfailed', lambda r, probs=probs: probs.append(f"request failed: {r.url} ({r.failure})"))
+        page.on('response', lambda r, probs=probs:
+                probs.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        page.goto(url, wait_until='commit')
+        opened.append((page, probs))
+    for page, _ in opened:
+        page.wait_for_load_state('load')
+        page.wait_for_load_state('networkidle')
+    return opened
+
 def _open(browser, url):
     "Open `url` in a new tab; returns (page, problems seen while loading)"
-    probs, page = [], browser.new_page()
-    page.on('console', lambda m: probs.append(f"console {m.type}: {m.text}") if m.type in ('error', 'assert') else None)
-    page.on('pageerror', lambda e: probs.append(f"page error: {e}"))
-    page.on('requestfailed', lambda r: probs.append(f"request failed: {r.url} ({r.failure})"))
-    page.on('response', lambda r: probs.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-    page.goto(url, wait_until='load')
-    page.wait_for_load_state('networkidle')
-    return page, probs
+    return _open_all(browser, [url])[0]
 
 def _pages(site):
     "Every HTML page of the site, relative to it"
@@ -72,8 +84,7 @@ def test_site_lists_the_chapters_of_quarto_yml(site):
 def test_every_page(site, server, browser):
     title = str(bd.load_quarto(ROOT)['website']['title'])
     pages, ids, links, probs = _pages(site), {}, {}, {}
-    for rel in pages:
-        page, p = _open(browser, server + rel)
+    for rel, (page, p) in zip(pages, _open_all(browser, [server + rel for rel in pages])):
         t = page.title()
         if not t or title not in t: p.append(f"title {t!r} lacks the site title {title!r}")
         h1 = page.locator('h1').first
