@@ -8,7 +8,7 @@ Docs: https://kdbook.github.io/kdbook/cli.html.md"""
 from __future__ import annotations
 from typing import Annotated
 from fastcore.script import call_parse, CliError, is_cli
-from .settings import book_settings, override_settings, demo_datasets, demo_pipelines
+from .settings import book_settings, override_settings, demo_datasets, demo_pipelines, check_pipeline_settings
 
 # %% auto #0
 __all__ = ['kdbook_cli']
@@ -36,6 +36,7 @@ def kdbook_cli(
             raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
         s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
                               student_sparsity=sparsity)
+        if pipeline == 'full': check_pipeline_settings(s) # a bad --sparsity or data set answers at once too
         from kdbook.pipeline import run_demo, run_pipeline, save_results # imports torch: once the arguments hold
         if pipeline == 'kd': res = run_demo(s, show=not quiet)
         else: res = run_pipeline(s, show=not quiet, store=f'{out}/models' if out else None) # beside the results

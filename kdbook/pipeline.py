@@ -16,7 +16,7 @@ from fastcore.xtras import ContextManagers
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
 import fastai.callback.schedule # patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
-from .settings import override_settings, demo_datasets
+from .settings import override_settings, demo_datasets, check_pipeline_settings
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
@@ -136,9 +136,7 @@ def run_pipeline(
     "Teacher, KD student, pruned with KD, its int8 copy, its shared copy, a channel-pruned student: one row each"
     from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
     s = override_settings(settings, **overrides)
-    if not 0 <= s['student_sparsity'] < 1:
-        raise ValueError(f"student_sparsity (the command's --sparsity) must be in [0, 1) (the share of the student's "
-                         f"weights set to zero), got {s['student_sparsity']}")
+    check_pipeline_settings(s)
     if not 0 <= channel_ratio < 1:
         raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
     for k, v in dict(share_bits=share_bits, share_epochs=share_epochs or 1, prune_epochs=prune_epochs or 1,
@@ -149,10 +147,6 @@ def run_pipeline(
         raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
     device = check_device(s['device'] or None)
     task = _task(s['dataset'], s['teacher_width'], s['pipeline_width'])
-    if not task.classify:
-        ok = ' or '.join(k for k, t in _tasks.items() if t[2] is CrossEntropyLossFlat)
-        raise ValueError(f"The compression pipeline needs a classification data set (it reports accuracy), not "
-                         f"{s['dataset']!r}: use {ok}, or the 'kd' pipeline (run_demo) for {s['dataset']!r}")
     set_seed(s['seed'])
     dls = task.dls(bs=s['bs'], seed=s['seed'], device=device)
     fit, kd = partial(_train, dls, task=task, s=s, show=show), partial(_kd, s=s)

@@ -10,7 +10,8 @@ from pathlib import Path
 from fastcore.xtras import Config
 
 # %% auto #0
-__all__ = ['book_defaults', 'demo_datasets', 'demo_pipelines', 'book_settings', 'override_settings']
+__all__ = ['book_defaults', 'demo_datasets', 'classification_datasets', 'demo_pipelines', 'book_settings', 'override_settings',
+           'check_pipeline_settings']
 
 # %% ../nbs/02_settings.ipynb #d5bfb0ae
 book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
@@ -53,4 +54,19 @@ def override_settings(
 
 # %% ../nbs/02_settings.ipynb #74cfa0bb
 demo_datasets = ('mnist1d', 'digits', 'diabetes') # `dataset` values that `kdbook.pipeline` trains on
+classification_datasets = ('mnist1d', 'digits')   # those with classes (the others are regression)
 demo_pipelines = ('kd', 'full') # `kdbook demo --pipeline`: a teacher and its students, or the compression pipeline
+
+# %% ../nbs/02_settings.ipynb #a2a0a711
+def check_pipeline_settings(
+    s:dict # Settings as returned by `book_settings` or `override_settings`
+) -> dict:
+    "`s` if the compression pipeline (`kdbook demo --pipeline full`) can run on it, else a `ValueError` naming the fix"
+    if not 0 <= s['student_sparsity'] < 1:
+        raise ValueError(f"student_sparsity (the command's --sparsity) must be in [0, 1) (the share of the student's "
+                         f"weights set to zero), got {s['student_sparsity']}")
+    if s['dataset'] in demo_datasets and s['dataset'] not in classification_datasets: # unknown names: `_task`'s error
+        raise ValueError(f"The compression pipeline needs a classification data set (it reports accuracy), not "
+                         f"{s['dataset']!r}: use {' or '.join(classification_datasets)}, or the 'kd' pipeline "
+                         f"(run_demo) for {s['dataset']!r}")
+    return s
