@@ -27,3 +27,21 @@ def test_every_public_name_has_an_api_entry():
     except bd.DocsBuildError as e: pytest.fail(f"docs build failed: {e}")
     probs = bd.check_api_docs(site)
     assert not probs, 'public names without a complete API entry:\n' + '\n'.join(probs)
+
+def test_no_page_shows_the_builders_paths():
+    "Warnings under a cell name `torch/jit/_script.py`, not the absolute path of the venv of the machine that built the site"
+    try: site = bd.ensure_site(ROOT)
+    except bd.DocsBuildError as e: pytest.fail(f"docs build failed: {e}")
+    bad = {p.relative_to(site).as_posix(): [m for m in (str(ROOT), 'site-packages/') if m in p.read_text(errors='replace')]
+           for p in site.rglob('*.html')}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+def test_hide_local_paths():
+    from fastcore.basics import AttrDict
+    out = {'output_type': 'stream', 'text': [f'{ROOT}/.venv/lib/python3.11/site-packages/torch/jit/_script.py:1: W\n',
+                                            f'{ROOT}/kdbook/prune.py:242: UserWarning\n']}
+    err = {'output_type': 'error', 'traceback': ['/usr/lib/python3/dist-packages/x.py:3']}
+    nb = AttrDict(cells=[AttrDict(cell_type='code', outputs=[out, err])])
+    bd.hide_local_paths(nb, ROOT)
+    assert out['text'] == ['torch/jit/_script.py:1: W\n', 'kdbook/prune.py:242: UserWarning\n']
+    assert err['traceback'] == ['x.py:3']

@@ -253,6 +253,21 @@ def nb_title(path:Path) -> str:
     except (OSError, ValueError, KeyError): pass
     return Path(path).stem
 
+_site_packages = re.compile(r'(?:/[^\s/:"\'<>]+)+/(?:site|dist)-packages/')
+
+def hide_local_paths(nb, root):
+    """Text outputs of `nb` without the paths of the machine that ran it: a warning's `/…/.venv/…/site-packages/torch/x.py`
+    becomes `torch/x.py`, and the project's own files are named relative to `root` (`kdbook/prune.py`)"""
+    root = str(Path(root).resolve()).rstrip('/') + '/'
+    def fix(t):
+        if isinstance(t, list): return [fix(x) for x in t]
+        return _site_packages.sub('', t).replace(root, '') if isinstance(t, str) else t
+    for c in nb.cells:
+        for o in c.get('outputs', []) if c.get('cell_type') == 'code' else []:
+            if 'text' in o: o['text'] = fix(o['text'])
+            if 'traceback' in o: o['traceback'] = fix(o['traceback'])
+            if 'text/plain' in o.get('data', {}): o['data']['text/plain'] = fix(o['data']['text/plain'])
+
 def _process_worker(args):
     "Process one notebook (in a worker process): markdown + images written under `stage`"
     root, rel, slow, timeout, stage, threads = args
@@ -261,6 +276,7 @@ def _process_worker(args):
     os.chdir(root)  # nbdev reads its settings from the project's pyproject.toml
     try: nb = process_notebook(root, rel, slow=slow, timeout=timeout)
     finally: os.chdir(cwd)
+    hide_local_paths(nb, root)
     fm = getattr(nb, 'frontmatter_', {}) or {}
     href = page_href(rel, fm)
     from fastcore.nbio import write_nb
