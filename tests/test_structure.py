@@ -69,3 +69,14 @@ def test_home_page_lists_every_chapter():
            if p.name != 'index.ipynb' and not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts]
     missing = [n for n in nbs if f']({n})' not in src and f']({n}#' not in src]
     assert nbs and not missing, f"chapters the home page does not link: {missing}"
+
+def test_no_markdown_line_starts_like_a_list_number():
+    "A wrapped line that starts with '2020.' or '2020)' becomes an ordered list starting at 2020 in pandoc and Quarto"
+    import json, re
+    bad = []
+    for p in sorted((ROOT/'nbs').rglob('*.ipynb')):
+        for i, c in enumerate(json.loads(p.read_text())['cells']):
+            if c['cell_type'] != 'markdown': continue
+            lines = ''.join(c['source']).split('\n')
+            bad += [f"{p.relative_to(ROOT)} cell {i}: {l[:60]!r}" for l in lines if re.match(r'\s*\d{3,}[.)]\s', l)]
+    assert not bad, 'reflow these lines so that the number is not at the start:\n' + '\n'.join(bad)
