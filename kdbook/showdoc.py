@@ -7,7 +7,7 @@ Docs: https://kdbook.github.io/kdbook/showdoc.html.md"""
 # %% ../nbs/13_showdoc.ipynb #d7c91d4c
 from __future__ import annotations
 import inspect
-from fastcore.docments import docments, ShowDocRenderer
+from fastcore.docments import DocmentText, ShowDocRenderer
 
 # %% auto #0
 __all__ = ['ParamTableRenderer']
@@ -33,8 +33,7 @@ class ParamTableRenderer(ShowDocRenderer):
     def params(self) -> list:
         "(name, type, default, details) of each parameter but `self`, then a '**Returns**' row if there is one"
         if self.sig is None: return []
-        try: dm = docments(self.sym, full=True)
-        except Exception: dm = {} # a signature docments cannot parse (a builtin): no details
+        dm = self.dm.dm if isinstance(self.dm, DocmentText) else {} # the base class's docments (none: no details)
         rows = []
         for nm, p in self.sig.parameters.items():
             if nm == 'self': continue
