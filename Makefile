@@ -46,14 +46,13 @@ test-slow: $(STAMP)
 	$(VENV)/bin/nbdev-test --flags slow --n-workers 1
 	KDBOOK_SLOW=1 $(PY) -m pytest tests
 
-# The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else pandoc, whose binary the dev
-# extras install from PyPI (pypandoc-binary): nothing to install by hand.
+# The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else Sphinx with MyST-NB and the book
+# theme (tools/sphinx/conf.py), which the dev extras install from PyPI: nothing to install by hand.
 docs: $(STAMP)
 	$(PY) tools/build_docs.py
 
 # Open the notebooks (the book's source) in JupyterLab, on the venv's Python 3 kernel (each notebook names it).
 lab: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,lab]" "$$($(PY) tools/torch_pair.py torch)" "$$($(PY) tools/torch_pair.py installed-torchvision)"
 	$(VENV)/bin/jupyter lab nbs/ $$([ "$$(id -u)" = 0 ] && echo --allow-root) # root (a container) needs the flag
 
 clean:

@@ -3,12 +3,13 @@
 Builds `_docs/` with `tools/build_docs.py` unless it was built from the current sources, serves it on
 127.0.0.1 (a free port, `http.server` in a thread) and fails on a console error, a page error, a failed
 request, a broken in-site link or anchor, an image that does not load, or a page without its title.
-Saves screenshots of the index and of one chapter under `_docs/_screenshots/`.
+Reads the site at a phone's width too, and searches it as a reader would. Saves screenshots of the index and of one
+chapter, at desktop and phone width, under `_docs/_screenshots/`.
 Install the browser with `apt-get install -y chromium` (Playwright is pointed at it; it downloads nothing).
 """
-import functools, http.server, os, shutil, sys, tempfile, threading
+import functools, http.server, os, re, shutil, sys, tempfile, threading
 from pathlib import Path
-from urllib.parse import urldefrag, urlparse, unquote
+from urllib.parse import quote, urldefrag, urlparse, unquote
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +52,8 @@ def browser():
         ctx.close()
 
 def _open_all(browser, urls):
-    """Open each of `urls` in its own tab, all loading at once (each waits for its `load` event and for 500 ms
-    without network traffic, and those waits overlap); returns one (page, problems seen while loading) per url"""
+    """Open each of `urls` in its own tab, all loading at once (each waits for its `load` event, its math and its
+    fonts, and those waits overlap); returns one (page, problems seen while loading) per url"""
     opened = []
     for url in urls:
         probs, page = [], browser.new_page()
@@ -65,8 +66,9 @@ def _open_all(browser, urls):
         page.goto(url, wait_until='commit')
         opened.append((page, probs))
     for page, _ in opened:
-        page.wait_for_load_state('load')
-        page.wait_for_load_state('networkidle')
+        page.wait_for_load_state('load') # the page's images and scripts are in
+        # then MathJax has typeset the math (and asked for its fonts), and the fonts are in
+        page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; await document.fonts.ready; }")
     return opened
 
 def _open(browser, url):
@@ -74,27 +76,30 @@ def _open(browser, url):
     return _open_all(browser, [url])[0]
 
 def _pages(site):
-    "Every HTML page of the site, relative to it"
-    return sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html') if '_screenshots' not in p.parts)
+    "Every HTML page of the site, relative to it (not the generator's own files: `_static/`, `_sources/`, ...)"
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html')
+                  if not any(o.startswith('_') for o in p.relative_to(site).parts))
 
 def test_site_lists_the_chapters_of_quarto_yml(site):
-    "The site has one page per sidebar notebook, and no other"
-    assert _pages(site) == sorted(bd.sidebar_pages(ROOT))
+    "The site has one page per sidebar notebook, and its search page"
+    assert _pages(site) == sorted(bd.sidebar_pages(ROOT) + ['search.html'])
 
 def test_every_page(site, server, browser):
     title = str(bd.load_quarto(ROOT)['website']['title'])
     pages, ids, links, probs = _pages(site), {}, {}, {}
-    for rel, (page, p) in zip(pages, _open_all(browser, [server + rel for rel in pages])):
-        t = page.title()
-        if not t or title not in t: p.append(f"title {t!r} lacks the site title {title!r}")
-        h1 = page.locator('h1').first
-        if not h1.count() or not h1.inner_text().strip(): p.append("no <h1> page title")
-        bad = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
-        p += [f"image does not load: {u}" for u in bad]
-        ids[server + rel] = set(page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
-        links[rel] = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
-        if p: probs[rel] = p
-        page.close()
+    for i in range(0, len(pages), 6): # six tabs load at a time; each is closed once read
+        batch = pages[i:i+6]
+        for rel, (page, p) in zip(batch, _open_all(browser, [server + rel for rel in batch])):
+            t = page.title()
+            if not t or title not in t: p.append(f"title {t!r} lacks the site title {title!r}")
+            h1 = page.locator('h1:visible').first
+            if not h1.count() or not h1.inner_text().strip(): p.append("no <h1> page title")
+            bad = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+            p += [f"image does not load: {u}" for u in bad]
+            ids[server + rel] = set(page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
+            links[rel] = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+            if p: probs[rel] = p
+            page.close()
     # in-site links: the target page exists and so does the anchor
     for rel, hrefs in links.items():
         for h in set(hrefs):
@@ -110,23 +115,84 @@ def test_every_page(site, server, browser):
 def test_sidebar_order_equals_quarto_yml(site, server, browser):
     "The index page's sidebar links the sidebar's notebooks in `_quarto.yml`'s order"
     page, probs = _open(browser, server + 'index.html')
-    hrefs = page.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('nav.bd-docs-nav a[href]')).map(a => a.href)")
     page.close()
     got = [urldefrag(h)[0][len(server):] for h in hrefs if h.startswith(server) and h.endswith('.html')]
     got = [g for i,g in enumerate(got) if g not in got[:i]]
-    want = bd.sidebar_pages(ROOT)
+    want = [p for p in bd.sidebar_pages(ROOT) if p != 'index.html'] # the home page links itself as `#`
     assert [g for g in got if g in want] == want, f"sidebar order {got} != _quarto.yml {want}"
     assert not probs
 
-def test_search_finds_a_chapter(site, server, browser):
-    "Typing a word in the search box lists the page that has it"
-    if not (site/'search.json').exists(): pytest.skip('this renderer built no search.json')
-    page, probs = _open(browser, server + 'index.html')
-    page.fill('#search-input', 'count_params')
-    page.wait_for_selector('#search-results a', timeout=5000)
-    res = page.eval_on_selector_all('#search-results a', 'els => els.map(e => e.getAttribute("href"))')
+def _search(browser, server, query):
+    "Open the search page for `query`; returns (results as (class, href, text), problems) once each result is placed"
+    page, probs = _open(browser, server + 'search.html?q=' + quote(query))
+    page.wait_for_selector('#search-results p.search-summary', timeout=15000)
+    # section-search.js points each full-text result at its section (it fetches the page): wait until it has
+    page.wait_for_timeout(1500)
+    res = page.eval_on_selector_all('#search-results li', 'els => els.map(e => [e.className, e.querySelector("a").getAttribute("href"), e.innerText])')
     page.close()
-    assert any(r.endswith('models.html') for r in res), res
+    return res, probs
+
+def test_search_finds_an_api_entry(site, server, browser):
+    "An API name finds its own entry, in its section of the API page"
+    res, probs = _search(browser, server, 'InputNoise')
+    assert any(h == 'data.html#inputnoise' for _,h,_ in res), res
+    assert not probs
+
+def test_search_finds_words_in_their_section(site, server, browser):
+    "Words of the text find the chapter that holds them, linked at the section where they are, with that section named"
+    res, probs = _search(browser, server, 'page faults')
+    hit = [(h, t) for _,h,t in res if h.startswith('tutorials/structured.html#')]
+    assert hit and ' › ' in hit[0][1], res
+    sec = hit[0][0].split('#')[1]
+    assert f'id="{sec}"' in (site/'tutorials/structured.html').read_text()
+    assert not probs
+
+def test_search_reaches_the_end_of_the_longest_page(site, server, browser):
+    "A word found only near the end of the longest page finds that page: the whole text is indexed"
+    texts = {}
+    for rel in bd.sidebar_pages(ROOT):
+        html = (site/rel).read_text(errors='replace')
+        tp = bd._TextParser(); tp.feed(html[html.index('<article'):html.index('</article>')]) # the chapter, not the theme's frame
+        texts[rel] = ' '.join(tp.text)
+    longest = max(texts, key=lambda r: len(texts[r]))
+    words = lambda t: set(re.findall(r'[a-z]{7,}', t.lower()))
+    pages_with = lambda w: sum(w in words(t) for t in texts.values())
+    word = min(reversed(re.findall(r'[a-z]{6,}', texts[longest][-2000:].lower())), key=pages_with) # its rarest word
+    res, probs = _search(browser, server, word)
+    assert any(h.split('#')[0] == longest for _,h,_ in res), (longest, word, res)
+    assert not probs
+
+def test_search_ranks_a_word_inside_another_last(site, server, browser):
+    "A page that holds the word only inside a longer one (lamp in clamp) comes last, dimmed"
+    res, probs = _search(browser, server, 'lamp')
+    weak = [h for c,h,_ in res if 'kdbook-weak' in c]
+    assert all('kdbook-weak' in c for c,_,_ in res[len(res)-len(weak):]), res
+    for h in weak:
+        tp = bd._TextParser(); tp.feed((site/h.split('#')[0]).read_text(errors='replace'))
+        assert not re.search(r'\blamp', ' '.join(tp.text), re.I), h
+    assert not probs
+
+def test_phone_width(site, server, browser):
+    "At 390 px: the chapter's title is on the first screen, nothing is wider than the screen, the menu opens"
+    ch = _chapter(site)
+    page, probs = _open(browser, server + ch)
+    page.set_viewport_size({'width': 390, 'height': 844})
+    page.wait_for_timeout(300)
+    top = page.locator('h1:visible').first.bounding_box()['y']
+    assert top < 844/2, f"the title starts {top} px down"
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 391, f"the page is {wide} px wide: something does not fit or scroll in its box"
+    nav = page.locator('nav.bd-docs-nav a[href]').first
+    assert not nav.is_visible()
+    page.locator('button.primary-toggle:visible').first.click()
+    # the theme opens the book's contents in a dialog over the page
+    page.locator('dialog[open] a[href]:visible').first.wait_for(timeout=3000)
+    assert page.locator('dialog[open] a[href]:visible').count() >= len(bd.sidebar_pages(ROOT)) - 1
+    out = site/'_screenshots'; out.mkdir(exist_ok=True)
+    page.keyboard.press('Escape')
+    page.screenshot(path=str(out/'chapter_phone.png'))
+    page.close()
     assert not probs
 
 def _chapter(site):
@@ -136,7 +202,7 @@ def _chapter(site):
     def has(p, *tags):
         t = (site/p).read_text(errors='replace')
         return all(g in t for g in tags)
-    return next((p for p in pages if has(p, '<pre', '<img', '<math')), None) or next((p for p in pages if has(p, '<pre', '<img')), pages[0])
+    return next((p for p in pages if has(p, '<pre', '<img', 'class="math')), None) or next((p for p in pages if has(p, '<pre', '<img')), pages[0])
 
 def test_screenshots(site, server, browser):
     "Screenshots of the index and of a chapter (its top, and around its first plot) under _docs/_screenshots/"

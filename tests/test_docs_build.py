@@ -46,36 +46,62 @@ def test_missing_quarto_yml(tmp_path):
 def test_failing_cell_names_notebook_and_cell(tmp_path):
     root = _project(tmp_path, ['index.ipynb'], {'index.ipynb': _nb(('markdown', '# Home'), ('code', 'x = 1'),
         ('code', '#| slow\nraise RuntimeError("slow cells are skipped")'), ('code', 'assert x == 2, "x should be 2"'))})
-    with pytest.raises(bd.DocsBuildError) as e: bd.build(root, renderer='pandoc', workers=1)
+    with pytest.raises(bd.DocsBuildError) as e: bd.build(root, renderer='sphinx', workers=1)
     msg = str(e.value)
     assert 'index.ipynb' in msg and 'cell 3 ' in msg and 'AssertionError: x should be 2' in msg, msg
     assert not (root/'_docs').exists()
 
 def test_small_site_renders(tmp_path):
-    "A page with math, a plot, a table and a link to another notebook, rendered offline"
+    "A page with math, a plot, a table and a link to another notebook, rendered offline by Sphinx"
     root = _project(tmp_path, ['index.ipynb', {'section': 'Book', 'contents': ['tutorials/01_plot.ipynb']}], {
         'index.ipynb': _nb(('markdown', '# Home\n> The summary, times $T^2$'), ('markdown', 'See [the plot chapter](tutorials/01_plot.ipynb#a-plot).'),
                            # like fastai's progress table: HTML and, for text front ends, its source as markdown
                            ('code', 'class Both:\n    def _repr_html_(self): return "<b class=\\"both\\">bold</b>"\n'
                                     '    def _repr_markdown_(self): return "```html\\n<b>bold</b>\\n```"\nBoth()')),
-        'tutorials/01_plot.ipynb': _nb(('markdown', '# Plots'), ('markdown', '## A plot\n\nWith $p_i = e^{z_i}/\\sum_j e^{z_j}$:'),
+        'tutorials/01_plot.ipynb': _nb(('markdown', '# Plots'), ('markdown', '## A plot\n\nWith\n\n$$p_i = e^{z_i}/\\sum_j e^{z_j}$$'),
             ('code', 'import matplotlib.pyplot as plt\nimport pandas as pd'), ('code', 'plt.plot([1, 3, 2]);'),
-            ('code', 'pd.DataFrame({"a": [1, 2]})'), ('code', '#| slow\n1/0'))})
-    res = bd.build(root, renderer='pandoc', workers=1)
+            ('code', 'pd.DataFrame({"a": [1, 2]})'), ('code', '#| echo: false\n#| output: asis\nprint("### Asis heading\\n\\nsome *text*")'),
+            ('code', '#| slow\n1/0'))})
+    res = bd.build(root, renderer='sphinx', workers=1)
     site = root/'_docs'
     assert res['pages'] == ['index.html', 'tutorials/plot.html']
     idx, ch = (site/'index.html').read_text(), (site/'tutorials/plot.html').read_text()
-    assert 'href="tutorials/plot.html#a-plot"' in idx and '<title>Home – tmpbook</title>' in idx
-    assert '<b class="both">bold</b>' in idx and 'sourceCode html' not in idx  # the HTML is shown, not its source
-    assert '<p class="description">The summary, times\n<math' in idx  # the summary's math is rendered
-    assert 'content="The summary, times T^2"' in idx
-    assert '<math' in ch and '<img' in ch and '<table' in ch and 'href="../index.html"' in ch
-    assert list((site/'tutorials/plot_files/figure-html').glob('*.png'))
-    assert bd.is_fresh(root) and json.loads((site/'search.json').read_text())[1]['title'] == 'Plots'
+    assert 'href="tutorials/plot.html#a-plot"' in idx and '<title>Home' in idx and 'tmpbook</title>' in idx
+    assert '<b class="both">bold</b>' in idx and 'highlight-html' not in idx  # the HTML is shown, not its source
+    assert '<p class="description">The summary, times <span class="math notranslate nohighlight">\\(T^2\\)</span>' in idx
+    assert 'class="math notranslate nohighlight"' in ch and '<img' in ch and '<table' in ch and 'href="../index.html"' in ch
+    assert '<span class="eqno">(1.1)' in ch  # numbered equations, with the chapter's number
+    assert '<span class="section-number">1. </span>Plots' in ch  # numbered chapters
+    assert '<section id="asis-heading">' in ch and '<em>text</em>' in ch  # `output: asis` is markdown on the page
+    assert list((site/'_images').glob('*.png')) and (site/'_static/mathjax/tex-chtml.js').exists()  # offline math
+    assert 'mathjax/tex-chtml.js' in ch and 'cdn.' not in ch
+    # "download this notebook" serves the notebook itself
+    assert (site/'_sources/tutorials/plot.ipynb').read_text() == (root/'nbs/tutorials/01_plot.ipynb').read_text()
+    assert bd.is_fresh(root) and 'Plots' in (site/'searchindex.js').read_text()
     with pytest.raises(bd.DocsBuildError, match=r"no notebook in the sidebar matches \['nosuch'\]"):
-        bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['nosuch'])
-    res = bd.build(root, out=tmp_path/'other', renderer='pandoc', workers=1, only=['01_plot'])  # a stem selects it
+        bd.build(root, out=tmp_path/'other', renderer='sphinx', workers=1, only=['nosuch'])
+    res = bd.build(root, out=tmp_path/'other', renderer='sphinx', workers=1, only=['01_plot'])  # a stem selects it
     assert res['pages'] == ['tutorials/plot.html']
+
+def test_sphinx_notebook():
+    "Quarto's cell options become MyST-NB tags or markdown, front matter the title, notebook links their sources"
+    from fastcore.nbio import dict2nb
+    nb = dict2nb(json.loads(_nb(('raw', '---\ntitle: x\n---'), ('markdown', 'See [b](../02_b.ipynb#y) and [c](c.ipynb).'),
+        ('code', '#| echo: false\nprint(1)'), ('code', '#| include: false\nsecret = 1'), ('code', '#| output: false\nx = 2\nx'),
+        ('code', '#| echo: false\n#| output: asis\nshow_doc(f)'), ('code', ''))))
+    nb.cells[2]['outputs'] = [dict(output_type='stream', name='stdout', text='1\n')]
+    nb.cells[4]['outputs'] = [dict(output_type='execute_result', data={'text/plain': '2'}, metadata={}, execution_count=1)]
+    nb.cells[5]['outputs'] = [dict(output_type='execute_result', data={'text/markdown': '---\n\n### f\n\n*Doc*', 'text/plain': 'x'},
+                                   metadata={}, execution_count=2)]
+    srcs = {'02_b.ipynb': 'b.ipynb', 'tutorials/04_a.ipynb': 'tutorials/a.ipynb'}
+    cells = bd.sphinx_notebook(nb, 'tutorials/04_a.ipynb', {'title': 'The A', 'description': 'Sum $x$'}, srcs)['cells']
+    assert [c['cell_type'] for c in cells] == ['markdown', 'markdown', 'code', 'code', 'markdown']
+    assert cells[0]['source'] == '# The A\n\n{.description}\nSum $x$\n'
+    assert cells[1]['source'] == 'See [b](../b.ipynb#y) and [c](c.ipynb).'  # an unknown target is left as it is
+    assert cells[2]['metadata'] == {'tags': ['remove-input']} and cells[2]['source'] == 'print(1)' and cells[2]['outputs']
+    assert cells[3]['source'] == 'x = 2\nx' and cells[3]['outputs'] == []
+    assert cells[4]['source'] == '### f\n\n*Doc*'  # show_doc's rule is dropped: a section cannot start with one
+    assert len({c['id'] for c in cells}) == len(cells)
 
 def test_every_notebook_runs_and_is_reported(tmp_path):
     "A failing notebook does not stop the others; the report names each outcome, and the notebook tests read it"
@@ -83,7 +109,7 @@ def test_every_notebook_runs_and_is_reported(tmp_path):
         'index.ipynb': _nb(('markdown', '# Home'), ('code', 'print("home ran")')),
         'tutorials/01_bad.ipynb': _nb(('markdown', '# Bad'), ('code', '1/0')),
         'tutorials/02_good.ipynb': _nb(('markdown', '# Good'), ('code', 'x = 1'))})
-    with pytest.raises(bd.DocsBuildError, match=r"(?s)01_bad.ipynb: cell 1 .*ZeroDivisionError"): bd.build(root, renderer='pandoc', workers=2)
+    with pytest.raises(bd.DocsBuildError, match=r"(?s)01_bad.ipynb: cell 1 .*ZeroDivisionError"): bd.build(root, renderer='sphinx', workers=2)
     rep = bd.exec_report(root)
     assert {r: (v['ok'], bool(v['error'])) for r, v in rep['executed'].items()} == {
         'index.ipynb': (True, False), 'tutorials/01_bad.ipynb': (False, True), 'tutorials/02_good.ipynb': (True, False)}

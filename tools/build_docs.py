@@ -1,24 +1,25 @@
 """Build kdbook's docs site (the book) from the notebooks in nbs/ into _docs/.
 
-    .venv/bin/python tools/build_docs.py                # Quarto if `quarto` is on PATH, else pandoc (offline)
-    .venv/bin/python tools/build_docs.py --renderer pandoc --slow --workers 1
+    .venv/bin/python tools/build_docs.py                # Quarto if `quarto` is on PATH, else Sphinx (offline)
+    .venv/bin/python tools/build_docs.py --slow --workers 1 tutorials/03_hinton.ipynb
 
 One processing stage, two renderers. Every notebook listed in `_quarto.yml`'s sidebar is
 1. processed by nbdev's own doc processors (`nbdev.processors.FilterDefaults`: front matter, automatic
    `show_doc` cells for exported names, `#| hide`/`#| export` removal, Quarto directives kept, doc links),
    with nbdev's `exec_show_docs` replaced by `ExecKernel`, which runs every cell `nbdev-test` would run
    (so not `#| eval: false` cells, nor `#| slow` ones unless `--slow`) in a fresh Jupyter kernel (nbclient),
-   so the pages carry real outputs (tables, plots as PNG). A skipped `#| slow` cell keeps the outputs saved
+   so the pages carry real outputs (tables, plots). A skipped `#| slow` cell keeps the outputs saved
    in the notebook. A failing cell stops its notebook; the others still run, then the build fails naming every
    failing notebook and cell. Which notebooks ran, and how, is saved in `_proc/kdbook-exec.json`: the notebook
    tests (tests/test_notebooks_kernel.py) read it instead of running every notebook a second time.
-2. rendered either by Quarto through nbdev (`nbdev.quarto_render.render_quarto`, as `nbdev-docs` does), or
-   offline by pandoc: highlighted code, MathML math (no CDN), the sidebar and title of `_quarto.yml`,
-   rewritten in-site links and a small search index (search.json + tools/docs_assets/search.js).
+2. rendered either by Quarto through nbdev (`nbdev.quarto_render.render_quarto`, as `nbdev-docs` does), or,
+   where Quarto is not installed, by Sphinx with MyST-NB and sphinx-book-theme, everything from PyPI: the
+   notebooks become MyST-NB sources (`sphinx_notebook`: Quarto's cell options as MyST-NB tags), `_quarto.yml`'s
+   sidebar becomes the home page's tables of contents, and `tools/sphinx/conf.py` configures the rest.
 """
 from __future__ import annotations
 import argparse, concurrent.futures as cf, hashlib, html, json, multiprocessing as mp, os, re, shutil
-import subprocess, sys, tempfile, time, base64
+import subprocess, sys, tempfile, time
 from contextlib import contextmanager
 try: import fcntl
 except ImportError: fcntl = None # Windows: no lock (run one build at a time)
@@ -29,7 +30,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(__file__).resolve().parent
-ASSETS = TOOLS/'docs_assets'
 
 class DocsBuildError(Exception):
     "A problem with the sources that stops the docs build; the message says what to fix"
@@ -148,7 +148,7 @@ def _exec_kernel_proc(slow, timeout, src_idx):
     return ExecKernel
 
 def process_notebook(root, rel:str, slow:bool=False, timeout:int=900):
-    "Notebook `nbs/rel` executed and processed by nbdev's doc processors, ready for Quarto or pandoc"
+    "Notebook `nbs/rel` executed and processed by nbdev's doc processors, ready for Quarto or Sphinx"
     from fastcore.nbio import read_nb
     from nbdev.processors import FilterDefaults, exec_show_docs
     from nbdev.process import NBProcessor
@@ -161,9 +161,10 @@ def process_notebook(root, rel:str, slow:bool=False, timeout:int=900):
     NBProcessor(nb=nb, procs=procs, rm_directives='quarto').process()
     return nb
 
-# ---------------------------------------------------------------- notebook -> pandoc markdown
+# ---------------------------------------------------------------- notebook -> MyST-NB source (Sphinx)
 _ansi = re.compile(r'\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])')
 _quarto_opt = re.compile(r'^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$')
+_nb_link = re.compile(r'(\]\()([^)\s#]+\.ipynb)(#[^)\s]*)?(\))')
 
 def _cell_opts(src:str):
     "Quarto cell options (`#| echo: false`) of `src`, and the source without them"
@@ -174,66 +175,59 @@ def _cell_opts(src:str):
         else: keep.append(l)
     return opts, '\n'.join(keep).strip('\n')
 
-def _fence(text:str, cls:str='') -> str:
-    n = max([3] + [len(m) + 1 for m in re.findall(r'`{3,}', text)])
-    return f"{'`'*n}{cls}\n{text.rstrip()}\n{'`'*n}\n"
-
 def _text(v): return ''.join(v) if isinstance(v, list) else (v or '')
 
-def nb_markdown(nb, page_stem:str, out_dir:Path, img_rel:str) -> tuple:
-    """Pandoc markdown of processed `nb`; images go to `out_dir/img_rel/` (relative to the page).
-    Returns (front matter dict, markdown)."""
-    fm, parts, n_img = {}, [], 0
-    img_dir = Path(out_dir)/img_rel
-    def save_img(data:str, ext:str, name:str) -> str:
-        img_dir.mkdir(parents=True, exist_ok=True)
-        raw = base64.b64decode(data) if ext != 'svg' else data.encode()
-        (img_dir/f'{name}.{ext}').write_bytes(raw)
-        return f'{img_rel}/{name}.{ext}'
-    for ci,cell in enumerate(nb.cells):
-        src = _text(cell.get('source'))
-        if cell.cell_type == 'raw':
-            s = src.strip()
-            if s.startswith('---') and not fm:
-                fm = yaml.safe_load(s.strip('-').strip()) or {}
-            continue
-        if cell.cell_type == 'markdown':
-            for name,att in (cell.get('attachments') or {}).items():
-                for mime,data in att.items():
-                    if mime.startswith('image/'):
-                        ext = mime.split('/')[1].split('+')[0]
-                        src = src.replace(f'attachment:{name}', save_img(_text(data), ext, f'att-{ci}-{Path(name).stem}'))
+def _md_cell(src:str, **kw) -> dict: return dict(cell_type='markdown', metadata={}, source=src, **kw)
+
+def _asis(outputs) -> str:
+    "What Quarto's `output: asis` puts on the page: the cell's markdown (else plain) outputs, as markdown"
+    res = []
+    for o in outputs:
+        if o.get('output_type') == 'stream': res.append(_text(o.get('text')))
+        d = o.get('data') or {}
+        if 'text/markdown' in d: res.append(_text(d['text/markdown']))
+        elif 'text/plain' in d: res.append(_text(d['text/plain']))
+    # show_doc's entries start with a rule (`---`), which docutils does not allow at the start of a section
+    return re.sub(r'^---+\s*\n', '', '\n\n'.join(r.strip() for r in res if r.strip()))
+
+def relink(md:str, rel:str, srcs:dict) -> str:
+    "Links of notebook `rel`'s markdown `md` to other notebooks (`../06_prune.ipynb#x`) pointed at their sources `srcs`"
+    here = Path(rel).parent
+    def sub(m):
+        tgt = os.path.normpath((here/m.group(2)).as_posix()).replace(os.sep, '/')
+        if tgt not in srcs: return m.group(0)
+        new = os.path.relpath(srcs[tgt], here.as_posix() or '.').replace(os.sep, '/')
+        return f'{m.group(1)}{new}{m.group(3) or ""}{m.group(4)}'
+    return _nb_link.sub(sub, md)
+
+def sphinx_notebook(nb, rel:str, fm:dict, srcs:dict) -> dict:
+    """Notebook `nbs/rel`, executed and processed by nbdev (front matter `fm`), as a MyST-NB source: its title and
+    summary as the first cell, Quarto's cell options as MyST-NB tags (`echo: false` -> `remove-input`,
+    `output: false` -> `remove-output`, `include: false` drops the cell), `output: asis` outputs (`show_doc`) as
+    markdown cells, so their headings are sections of the page (in its contents, searchable, linkable), and links
+    to other notebooks pointed at their sources `srcs` ({rel: source path})"""
+    head = f"# {fm.get('title') or Path(rel).stem}\n"
+    if fm.get('description'): head += f"\n{{.description}}\n{fm['description']}\n"
+    cells = [_md_cell(head)]
+    for c in nb.cells:
+        src = _text(c.get('source'))
+        if c.cell_type == 'markdown':
             if '<!-- WARNING: THIS FILE WAS AUTOGENERATED' in src: continue
-            parts.append(src.strip() + '\n')
-            continue
-        if cell.cell_type != 'code': continue
+            att = {'attachments': dict(c['attachments'])} if c.get('attachments') else {}
+            cells.append(_md_cell(relink(src, rel, srcs), **att))
+        if c.cell_type != 'code': continue # raw cells: nbdev's front matter, read into `fm`
         opts, code = _cell_opts(src)
         if opts.get('include') == 'false': continue
+        outs = [] if opts.get('output') == 'false' else list(c.get('outputs', []))
         asis = opts.get('output') == 'asis'
-        out = []
-        if opts.get('echo') != 'false' and code.strip(): out.append(_fence(code, 'python'))
-        if opts.get('output') != 'false':
-            for oi,o in enumerate(cell.get('outputs', [])):
-                t = o.get('output_type')
-                if t == 'stream':
-                    txt = _ansi.sub('', _text(o.get('text')))
-                    if txt.strip(): out.append(_fence(txt, ' {.output .stream}') if not asis else txt)
-                elif t == 'error':
-                    out.append(_fence(_ansi.sub('', '\n'.join(o.get('traceback', []))), ' {.output .error}'))
-                elif t in ('execute_result', 'display_data'):
-                    d = o.get('data', {})
-                    name = f'cell-{ci}-output-{oi}'
-                    if 'image/png' in d: out.append(f'![]({save_img(_text(d["image/png"]), "png", name)}){{.cell-output-img}}\n')
-                    elif 'image/jpeg' in d: out.append(f'![]({save_img(_text(d["image/jpeg"]), "jpeg", name)}){{.cell-output-img}}\n')
-                    elif 'image/svg+xml' in d: out.append(f'![]({save_img(_text(d["image/svg+xml"]), "svg", name)}){{.cell-output-img}}\n')
-                    # HTML before markdown, as Jupyter and nbconvert rank them: fastai's progress tables carry both,
-                    # and their markdown is the HTML source in a code fence
-                    elif 'text/html' in d: out.append(_fence(_text(d['text/html']), '{=html}'))
-                    elif 'text/markdown' in d: out.append(_text(d['text/markdown']).strip() + '\n')
-                    elif 'text/latex' in d: out.append(_text(d['text/latex']).strip() + '\n')
-                    elif 'text/plain' in d: out.append(_fence(_text(d['text/plain']), ' {.output .result}') if not asis else _text(d['text/plain']))
-        if out: parts.append('::: {.cell}\n' + '\n'.join(out) + '\n:::\n')
-    return fm, '\n'.join(parts)
+        if code.strip() and opts.get('echo') != 'false' or outs and not asis:
+            tags = (['remove-input'] if opts.get('echo') == 'false' or not code.strip() else [])
+            cells.append(dict(cell_type='code', metadata={'tags': tags} if tags else {}, source=code,
+                              outputs=[] if asis else outs, execution_count=c.get('execution_count')))
+        if asis and (md := _asis(outs)): cells.append(_md_cell(md))
+    for i,c in enumerate(cells): c['id'] = f'c{i}'
+    return dict(cells=cells, metadata=dict(kernelspec=nb.metadata.get('kernelspec', {}), language_info={'name': 'python'}),
+                nbformat=4, nbformat_minor=5)
 
 def page_href(rel:str, fm:dict=None) -> str:
     "Output page of notebook `rel` (relative to nbs/), as nbdev names it (`03_models.ipynb` -> `models.html`)"
@@ -243,15 +237,9 @@ def page_href(rel:str, fm:dict=None) -> str:
         out = nbpath2html(Path(rel)).name
     return (Path(rel).parent/out).as_posix()
 
-def nb_title(path:Path) -> str:
-    "Title of the notebook at `path` (its first `# Title` markdown line), else its file name"
-    try:
-        for c in json.loads(Path(path).read_text()).get('cells', []):
-            if c['cell_type'] != 'markdown': continue
-            m = re.match(r'\s*#\s+(.+)', _text(c['source']))
-            return m.group(1).strip() if m else Path(path).stem
-    except (OSError, ValueError, KeyError): pass
-    return Path(path).stem
+def sphinx_source(rel:str, fm:dict=None) -> str:
+    "Path of notebook `rel`'s MyST-NB source, named after its page (`03_models.ipynb` -> `models.ipynb`)"
+    return Path(page_href(rel, fm)).with_suffix('.ipynb').as_posix()
 
 _site_packages = re.compile(r'(?:/[^\s/:"\'<>]+)+/(?:site|dist)-packages/')
 
@@ -269,8 +257,8 @@ def hide_local_paths(nb, root):
             if 'text/plain' in o.get('data', {}): o['data']['text/plain'] = fix(o['data']['text/plain'])
 
 def _process_worker(args):
-    "Process one notebook (in a worker process): markdown + images written under `stage`"
-    root, rel, slow, timeout, stage, threads = args
+    "Execute and process one notebook (in a worker process); writes it for Quarto (`stage/proc`) and Sphinx (`stage/src`)"
+    root, rel, slow, timeout, stage, threads, srcs = args
     if threads: os.environ.setdefault('OMP_NUM_THREADS', str(threads))
     t0, cwd = time.time(), os.getcwd()
     os.chdir(root)  # nbdev reads its settings from the project's pyproject.toml
@@ -278,119 +266,84 @@ def _process_worker(args):
     finally: os.chdir(cwd)
     hide_local_paths(nb, root)
     fm = getattr(nb, 'frontmatter_', {}) or {}
-    href = page_href(rel, fm)
     from fastcore.nbio import write_nb
     proc = Path(stage)/'proc'/rel
     proc.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, proc)
-    page_dir = Path(stage)/'site'/Path(href).parent
-    fm2, md = nb_markdown(nb, Path(href).stem, page_dir, f'{Path(href).stem}_files/figure-html')
-    fm = {**fm2, **fm}
-    return dict(rel=rel, href=href, title=str(fm.get('title') or Path(rel).stem), description=str(fm.get('description') or ''),
-                md=md, seconds=round(time.time()-t0, 1))
+    src = Path(stage)/'src'/sphinx_source(rel, fm)
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text(json.dumps(sphinx_notebook(nb, rel, fm, srcs), indent=1))
+    return dict(rel=rel, href=page_href(rel, fm), title=str(fm.get('title') or Path(rel).stem), seconds=round(time.time()-t0, 1))
 
-# ---------------------------------------------------------------- pandoc renderer
-def find_pandoc() -> str|None:
-    "Path of a pandoc binary: the one on PATH, else the one PyPI's `pypandoc-binary` (a dev extra) ships, else None"
-    if p := shutil.which('pandoc'): return p
-    try: import pypandoc
-    except ImportError: return None
-    try: p = pypandoc.get_pandoc_path()
-    except OSError: return None
-    return p if p and Path(p).exists() else None
+# ---------------------------------------------------------------- Sphinx renderer
+CONF = TOOLS/'sphinx'  # conf.py: the site's configuration
+
+def toctree_markdown(cfg:dict, done:set=None) -> str:
+    """The home page's (hidden) tables of contents: one per section of `_quarto.yml`'s sidebar, in its order, for
+    the sidebar, prev/next links and chapter numbers. A section is numbered when its notebooks are all chapters
+    of the book (in nbs/tutorials/). With `done`, only those notebooks are listed."""
+    sb = (cfg.get('website') or {}).get('sidebar')
+    if isinstance(sb, list): sb = sb[0]
+    res, loose = [], []
+    def tree(caption, rels):
+        num = bool(rels) and all(r.startswith('tutorials/') for r in rels)
+        rels = [r for r in rels if done is None or r in done]
+        if not rels: return ''
+
+        opts = ':hidden:\n' + (':numbered:\n' if num else '') + (f':caption: {caption}\n' if caption else '')
+        docs = '\n'.join(str(Path(sphinx_source(r)).with_suffix('')) for r in rels)
+        return f"```{{toctree}}\n{opts}\n{docs}\n```\n"
+    for o in sb['contents']:
+        if isinstance(o, dict) and 'contents' in o:
+            if loose: res.append(tree(None, loose)); loose = []
+            res.append(tree(o.get('section'), [h for _,h in _entries(o['contents'])]))
+        else:
+            h = o if isinstance(o, str) else o['href']
+            if h != 'index.ipynb': loose.append(h)
+    if loose: res.append(tree(None, loose))
+    return '\n'.join(r for r in res if r)
+
+def _fix_links(text:str, page_href:str, site_url:str) -> str:
+    """Links to the published site (nbdev's links of `KDCallback` to `{site_url}/distill.html#kdcallback`) made
+    relative to `page_href`, with the anchor docutils gives the heading (`softtargetcache.to` -> `softtargetcache-to`)"""
+    if not site_url: return text
+    from docutils.nodes import make_id
+    root, pre = _relroot(page_href), site_url.rstrip('/') + '/'
+    def sub(m):
+        path, _, frag = html.unescape(m.group(2))[len(pre):].partition('#')
+        url = root + path + ('#' + make_id(frag) if frag else '')
+        return f'{m.group(1)}"{html.escape(url, quote=True)}"'
+    return re.sub(r'(\shref=)"(' + re.escape(pre) + r'[^"]*)"', sub, text)
 
 def _relroot(href:str) -> str: return '../' * (len(Path(href).parts) - 1)
 
-def _nav_html(cfg, pages:dict, cur:str) -> str:
-    "Sidebar HTML for page `cur`, from `_quarto.yml`'s sidebar (same order and sections)"
-    root = _relroot(cur)
-    sb = cfg['website']['sidebar']
-    if isinstance(sb, list): sb = sb[0]
-    def items(contents):
-        res = []
-        for o in contents:
-            if isinstance(o, dict) and 'contents' in o:
-                sec = html.escape(str(o.get('section', '')))
-                inner = items(o['contents'])
-                if not inner: continue
-                res.append(f'<li class="sidebar-section"><span class="sidebar-section-title">{sec}</span><ul>{"".join(inner)}</ul></li>')
-            else:
-                rel = o if isinstance(o, str) else o['href']
-                p = pages.get(rel) or dict(href=page_href(rel), title=nb_title(Path(cfg.get('_root', ROOT))/'nbs'/rel))
-                cls = ' class="active"' if p['href'] == cur else ''
-                res.append(f'<li><a{cls} href="{root}{p["href"]}">{html.escape(p["title"])}</a></li>')
-        return res
-    return '<ul class="sidebar-nav">' + ''.join(items(sb['contents'])) + '</ul>'
-
-def _fix_links(text:str, page:dict, pages:dict, site_url:str) -> str:
-    "Point site-url links and `.ipynb` links at the pages of this build, relative to `page`"
-    root, by_rel = _relroot(page['href']), {p['rel']: p for p in pages.values()}
-    src_dir = Path(page['rel']).parent
-    def sub(m):
-        url = html.unescape(m.group(2))
-        if site_url and url.startswith(site_url.rstrip('/') + '/'): url = root + url[len(site_url.rstrip('/'))+1:]
-        elif not re.match(r'^[a-z][\w+.-]*:|^#|^/', url):
-            path, _, frag = url.partition('#')
-            if path.endswith('.ipynb'):
-                rel = os.path.normpath((src_dir/path).as_posix()).replace(os.sep, '/')
-                if rel in by_rel: url = root + by_rel[rel]['href'] + ('#'+frag if frag else '')
-        return f'{m.group(1)}"{html.escape(url, quote=True)}"'
-    return re.sub(r'(\shref=)"([^"]*)"', sub, text)
-
-class _TextParser(HTMLParser):
-    "Visible text and h1-h4 headings of an HTML page"
-    def __init__(self):
-        super().__init__(); self.text, self.heads, self._h, self._skip = [], [], None, 0
-    def handle_starttag(self, tag, attrs):
-        if tag in ('script', 'style', 'nav'): self._skip += 1
-        if tag in ('h1','h2','h3','h4'): self._h = [tag, dict(attrs).get('id'), []]
-    def handle_endtag(self, tag):
-        if tag in ('script', 'style', 'nav'): self._skip = max(0, self._skip-1)
-        if self._h and tag == self._h[0]:
-            self.heads.append((self._h[0], self._h[1], ''.join(self._h[2]).strip())); self._h = None
-    def handle_data(self, d):
-        if self._skip: return
-        self.text.append(d)
-        if self._h: self._h[2].append(d)
-
-def render_pandoc(cfg, results:list, site:Path, pandoc:str=None):
-    "Render processed pages `results` into `site` with pandoc, the sidebar of `cfg`, and a search index"
-    web = cfg.get('website') or {}
-    title, site_url = str(web.get('title', 'kdbook')), str(web.get('site-url', ''))
-    pages = {r['rel']: r for r in results}
-    pandoc = pandoc or find_pandoc()
-    (site/'site_libs').mkdir(parents=True, exist_ok=True)
-    for f in ('kdbook.css', 'search.js'): shutil.copy2(ASSETS/f, site/'site_libs'/f)
-    def page(r, tmp):
-        "Render one page with pandoc; its search-index entry"
-        out = site/r['href']
-        out.parent.mkdir(parents=True, exist_ok=True)
-        md, nav = Path(tmp)/'page.md', Path(tmp)/'nav.html'
-        # the summary line is markdown (it may hold $math$): a YAML block lets pandoc parse it; the <meta>
-        # description gets the same text without the math delimiters
-        head = yaml.safe_dump({'summary': r['description']}, allow_unicode=True) if r['description'] else ''
-        md.write_text((f'---\n{head}---\n\n' if head else '') + r['md']); nav.write_text(_nav_html(cfg, pages, r['href']))
-        root = _relroot(r['href'])
-        cmd = [pandoc, str(md), '-f', 'markdown+lists_without_preceding_blankline-smart', '-t', 'html5', '-s',
-               '--template', str(ASSETS/'template.html'), '--mathml', '--toc', '--toc-depth=3',
-               '--highlight-style=pygments', '--resource-path', str(out.parent),
-               '-M', f'title={r["title"]}', '-M', f'pagetitle={r["title"]} – {title}',
-               '-V', f'sitetitle={title}', '-V', f'root={root}',
-               '--include-before-body', str(nav), '-o', str(out)]
-        if r['description']: cmd += ['-M', f'description={r["description"].replace("$", "")}']
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode: raise DocsBuildError(f"pandoc failed on nbs/{r['rel']}:\n{p.stderr}")
-        text = _fix_links(out.read_text(), r, pages, site_url)
-        out.write_text(text)
-        tp = _TextParser(); tp.feed(text)
-        body = re.sub(r'\s+', ' ', ''.join(tp.text)).strip()
-        return dict(href=r['href'], title=r['title'], text=body[:20000])
-    with tempfile.TemporaryDirectory() as tmp:
-        dirs = [Path(tmp)/str(i) for i in range(len(results))]
-        for d in dirs: d.mkdir()
-        # one pandoc process per page, as many at once as there are CPUs: the rendering ends the build, alone
-        with cf.ThreadPoolExecutor(os.cpu_count() or 1) as ex: index = list(ex.map(page, results, dirs))
-    (site/'search.json').write_text(json.dumps(index))
+def render_sphinx(cfg:dict, results:list, stage:Path, site:Path, root:Path, strict:bool=True):
+    """Render the MyST-NB sources in `stage/src` into `site` with Sphinx, configured by tools/sphinx/conf.py; `strict`:
+    any warning (a link to a missing page or heading, bad markup) fails the build"""
+    from sphinx.cmd.build import build_main
+    web, src = cfg.get('website') or {}, stage/'src'
+    idx = src/'index.ipynb'
+    done = {r['rel'] for r in results}
+    if not idx.exists(): # a build of some notebooks only (`only`): a bare home page holds their contents
+        idx.write_text(json.dumps(dict(cells=[_md_cell(f"# {web.get('title', 'kdbook')}", id='c0')], metadata={}, nbformat=4, nbformat_minor=5)))
+    nb = json.loads(idx.read_text())
+    nb['cells'].append(_md_cell(toctree_markdown(cfg, done), id='kdbook-toc'))
+    idx.write_text(json.dumps(nb))
+    title = str(web.get('title', 'kdbook'))
+    args = ['-b', 'html', '-q', '-c', str(CONF), '-d', str(stage/'doctrees'), *(['-W', '--keep-going'] if strict else []),
+            '-D', f'project={title}', '-D', f'html_title={title}',
+            # the repository button needs a repository: an empty value turns it off
+            '-D', f'html_theme_options.repository_url={web.get("repo-url", "")}',
+            *([] if web.get('repo-url') else ['-D', 'html_theme_options.use_repository_button=']), str(src), str(site)]
+    if build_main(args): raise DocsBuildError("Sphinx failed (its warnings, above, name the page and line): fix the "
+                                              "notebook's markdown, or a link to a page or heading that does not exist.")
+    site_url = str(web.get('site-url', ''))
+    for r in results:
+        page = site/r['href']
+        page.write_text(_fix_links(page.read_text(), r['href'], site_url))
+        # "download this notebook": the notebook itself, to run in JupyterLab (not the processed copy Sphinx read)
+        shutil.copy2(Path(root)/'nbs'/r['rel'], site/'_sources'/sphinx_source(r['rel']))
+    shutil.rmtree(site/'.doctrees', ignore_errors=True)
 
 # ---------------------------------------------------------------- Quarto renderer (nbdev's path)
 def render_quarto_site(root:Path, stage:Path, site:Path):
@@ -405,6 +358,23 @@ def render_quarto_site(root:Path, stage:Path, site:Path):
     fix_quarto_nav(site)
 
 # ---------------------------------------------------------------- API coverage check
+class _TextParser(HTMLParser):
+    "Visible text and h1-h4 headings of an HTML page (without Sphinx's `#` heading links)"
+    def __init__(self):
+        super().__init__(); self.text, self.heads, self._h, self._skip = [], [], None, []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ('script', 'style', 'nav') or tag == 'a' and 'headerlink' in (a.get('class') or '').split(): self._skip.append(tag)
+        if tag in ('h1','h2','h3','h4'): self._h = [tag, a.get('id'), []]
+    def handle_endtag(self, tag):
+        if self._skip and tag == self._skip[-1]: self._skip.pop()
+        if self._h and tag == self._h[0]:
+            self.heads.append((self._h[0], self._h[1], ''.join(self._h[2]).strip())); self._h = None
+    def handle_data(self, d):
+        if self._skip: return
+        self.text.append(d)
+        if self._h: self._h[2].append(d)
+
 def public_names(package:str='kdbook') -> dict:
     "{module: [names in its `__all__`]} for every module of `package` (from nbdev's `_modidx`)"
     import importlib
@@ -415,7 +385,8 @@ def public_names(package:str='kdbook') -> dict:
         res[mod] = list(getattr(m, '__all__', []))
     return res
 
-def _norm(s:str) -> str: return re.sub(r'\s+', ' ', re.sub(r'[`*]', '', s)).strip()
+_QUOTES = str.maketrans({'‘': "'", '’': "'", '“': '"', '”': '"', '…': '...', '–': '--', '—': '---'}) # Sphinx's typography
+def _norm(s:str) -> str: return re.sub(r'\s+', ' ', re.sub(r'[`*]', '', s.translate(_QUOTES))).strip()
 
 def check_api_docs(site:Path, package:str='kdbook', names:dict=None) -> list:
     """Problems with the API entries in built `site`: every function and class in each module's `__all__` needs a
@@ -450,7 +421,8 @@ def source_digest(root:Path=ROOT, slow:bool=False) -> str:
     files = [root/'_quarto.yml', root/'pyproject.toml', *sorted((root/'nbs').rglob('*.ipynb')), *sorted((root/'kdbook').glob('*.py'))]
     for f in files:
         if f.exists() and '.ipynb_checkpoints' not in f.parts: h.update(f.relative_to(root).as_posix().encode()); h.update(f.read_bytes())
-    for f in [Path(__file__).resolve(), *sorted(ASSETS.glob('*'))]: h.update(f.name.encode()); h.update(f.read_bytes())
+    for f in [Path(__file__).resolve(), *sorted(p for p in CONF.rglob('*') if p.is_file() and '__pycache__' not in p.parts)]:
+        h.update(f.name.encode()); h.update(f.read_bytes())
     return h.hexdigest()
 
 def is_fresh(root:Path=ROOT, out:Path=None) -> bool:
@@ -472,10 +444,7 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
     cfg = load_quarto(root)
     cfg['_root'] = str(root)
     rels = check_sidebar(root, cfg)
-    if renderer == 'auto': renderer = 'quarto' if shutil.which('quarto') else 'pandoc'
-    if renderer == 'pandoc' and not find_pandoc():
-        raise DocsBuildError("pandoc is not installed: `pip install -e '.[dev]'` brings it (PyPI's pypandoc-binary), "
-                             "or install Quarto for nbdev's renderer.")
+    if renderer == 'auto': renderer = 'quarto' if shutil.which('quarto') else 'sphinx'
     if renderer == 'quarto' and not shutil.which('quarto'): raise DocsBuildError("quarto is not on PATH.")
     if timeout is None:
         try: from nbdev.config import get_config; timeout = int(get_config().get('cell_timeout', 900))
@@ -494,7 +463,8 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         try: last = json.loads(_exec_report_path(root).read_text())['executed']
         except (OSError, ValueError, KeyError): last = {}
         order = sorted(todo, key=lambda r: -((last.get(r) or {}).get('seconds') or 0))
-        args = [(str(root), r, slow, timeout, str(stage), threads) for r in order]
+        srcs = {r: sphinx_source(r) for r in rels}
+        args = [(str(root), r, slow, timeout, str(stage), threads, srcs) for r in order]
         results,errors = {},{}
         if workers == 1:
             for a in args:
@@ -518,7 +488,7 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         site = stage/'site'
         log(f"Rendering with {renderer} ..."); t1 = time.time()
         if renderer == 'quarto': render_quarto_site(root, stage, site)
-        else: render_pandoc(cfg, results, site)
+        else: render_sphinx(cfg, results, stage, site, root, strict=not only) # a partial build links to absent pages
         log(f"Rendered in {time.time()-t1:.1f} s")
         summary = dict(renderer=renderer, slow=slow, pages=[r['href'] for r in results], digest=digest,
                        seconds=round(time.time()-t0, 1), notebook_seconds={r['rel']: r['seconds'] for r in results},
@@ -584,8 +554,8 @@ def sidebar_pages(root:Path=ROOT) -> list:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--renderer', choices=['auto', 'quarto', 'pandoc'], default='auto',
-                    help="auto: Quarto (nbdev's path) if `quarto` is on PATH, else pandoc (offline)")
+    ap.add_argument('--renderer', choices=['auto', 'quarto', 'sphinx'], default='auto',
+                    help="auto: Quarto (nbdev's path) if `quarto` is on PATH, else Sphinx with MyST-NB (offline)")
     ap.add_argument('--slow', action='store_true', help='also execute `#| slow` cells (else they keep their saved outputs)')
     ap.add_argument('--workers', type=int, default=None, help='notebooks executed in parallel (default: number of CPUs)')
     ap.add_argument('--timeout', type=int, default=None, help='seconds per cell (default: cell_timeout of pyproject)')
