@@ -41,9 +41,11 @@ test: $(STAMP)
 	@OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -rs tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: that is a failure, not a pass" >&2; exit 1; fi; exit $$rc
 
-# The same, with the long `slow` cells of the notebooks and the slow pytest tests.
+# The long `slow` cells too: the docs build runs every notebook with them and saves what they show into the notebooks,
+# stamped with the digest of the code they ran (the pages show these saved outputs; `make test` fails when that code
+# has changed since), then the slow pytest tests run.
 test-slow: $(STAMP)
-	$(VENV)/bin/nbdev-test --flags slow --n-workers 1
+	OMP_NUM_THREADS=1 $(PY) tools/build_docs.py --slow --save-slow
 	KDBOOK_SLOW=1 $(PY) -m pytest tests
 
 # The book's website in _docs/: Quarto (nbdev's renderer) where it is installed, else Sphinx with MyST-NB and the book

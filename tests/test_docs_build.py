@@ -119,3 +119,27 @@ def test_every_notebook_runs_and_is_reported(tmp_path):
     assert bd.exec_report(root) is None  # the sources changed: the old report is stale
     ex = bd.executed_notebooks(root)  # builds the site now (a subprocess), then reads its record
     assert all(v['ok'] for v in ex.values()) and len(ex) == 3 and bd.is_fresh(root)
+
+def test_expects_output():
+    for src in ['x = 1', 'test_eq(1, 1)', 'assert x', 'plt.plot(x);', 'runs = train(1)', '#| slow\nacc = 2']:
+        assert bd.expects_output(src) == src.startswith('plt'), src
+    for src in ['df', '#| slow\nres.head()', 'print(1)', 'for i in x: print(i)', 'ax = plot_curves(r)', 'x = f()\nx']:
+        assert bd.expects_output(src), src
+
+def test_slow_outputs_saved_and_stamped(tmp_path):
+    "A `--slow --save-slow` build saves what slow cells showed, stamped; changing code above a slow cell stales it"
+    nb = _nb(('markdown', '# Home'), ('code', 'x = 2'), ('code', '#| slow\nprint(x * 21)'), ('code', '#| slow\nassert x == 2'))
+    root = _project(tmp_path, ['index.ipynb'], {'index.ipynb': nb})
+    cells = json.loads(nb)['cells']
+    for i,c in enumerate(cells): c['id'] = f'c{i}'
+    (root/'nbs/index.ipynb').write_text(json.dumps({**json.loads(nb), 'cells': cells}))
+    probs = bd.stale_slow_cells(root)
+    assert len(probs) == 2 and 'cell 2 (print(x * 21)): no saved output' in probs[0] and 'never saved' in probs[1], probs
+    bd.build(root, renderer='sphinx', workers=1, slow=True, save_slow=True)
+    saved = json.loads((root/'nbs/index.ipynb').read_text())['cells']
+    assert ''.join(saved[2]['outputs'][0]['text']) == '42\n' and saved[3]['outputs'] == [] and saved[3]['metadata']['kdbook']['inputs']
+    assert not bd.stale_slow_cells(root)
+    saved[1]['source'] = 'x = 3'  # the code above changed: both saved results are stale
+    (root/'nbs/index.ipynb').write_text(json.dumps({**json.loads(nb), 'cells': saved}))
+    assert [p.split(': ')[-1] for p in bd.stale_slow_cells(root)] == ['outputs older than its code'] * 2
+    assert '42' in (root/'_docs/index.html').read_text()  # the site shows the saved output

@@ -56,3 +56,9 @@ def test_build_runs_what_nbdev_test_runs(tmp_path, monkeypatch):
     run = bd.executed_cells_filter(nb)
     assert [run(c) for c in nb.cells] == [w for _,w in cells]
     assert all(bd.executed_cells_filter(nb, slow=True)(c) for c in nb.cells if 'eval' not in c.source)
+
+def test_slow_outputs_are_saved_and_fresh():
+    """The outputs of `slow` cells (the long runs the build skips, whose saved outputs the pages show) were made by the
+    code the cells run now, and every slow cell that shows something has them. `make test-slow` saves them."""
+    probs = bd.stale_slow_cells(ROOT)
+    assert not probs, "run `make test-slow` (or `tools/build_docs.py --slow --save-slow NOTEBOOK`):\n" + '\n'.join(probs)

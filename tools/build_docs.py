@@ -25,6 +25,7 @@ try: import fcntl
 except ImportError: fcntl = None # Windows: no lock (run one build at a time)
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -145,6 +146,8 @@ def _exec_kernel_proc(slow, timeout, src_idx):
             from fastcore.nbio import mk_cell
             pre = mk_cell('from nbdev.showdoc import show_doc')
             run_in_kernel(self.nb.path_, [pre]+cells, lambda c: c is pre or run(c), timeout, label)
+            # what each cell showed, by cell id, kept apart: nbdev's later processors drop `#| hide` cells
+            self.nb.ran_ = {c.get('id'): c.get('outputs', []) for c in cells if run(c) and c.get('id')}
     return ExecKernel
 
 def process_notebook(root, rel:str, slow:bool=False, timeout:int=900):
@@ -258,13 +261,17 @@ def hide_local_paths(nb, root):
 
 def _process_worker(args):
     "Execute and process one notebook (in a worker process); writes it for Quarto (`stage/proc`) and Sphinx (`stage/src`)"
-    root, rel, slow, timeout, stage, threads, srcs = args
+    root, rel, slow, timeout, stage, threads, srcs, save_slow = args
     if threads: os.environ.setdefault('OMP_NUM_THREADS', str(threads))
     t0, cwd = time.time(), os.getcwd()
     os.chdir(root)  # nbdev reads its settings from the project's pyproject.toml
     try: nb = process_notebook(root, rel, slow=slow, timeout=timeout)
     finally: os.chdir(cwd)
     hide_local_paths(nb, root)
+    ran = nb.pop('ran_', None) or {} # (an AttrDict: the attribute is a key, not for the processed notebook)
+    if save_slow:
+        hide_local_paths(SimpleNamespace(cells=[dict(cell_type='code', outputs=o) for o in ran.values()]), root)
+        save_slow_outputs(root, rel, ran)
     fm = getattr(nb, 'frontmatter_', {}) or {}
     from fastcore.nbio import write_nb
     proc = Path(stage)/'proc'/rel
@@ -413,6 +420,89 @@ def check_api_docs(site:Path, package:str='kdbook', names:dict=None) -> list:
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and not doc: probs.append(f"{mod}.{nm}: has no docstring")
     return probs
 
+# ---------------------------------------------------------------- saved outputs of `slow` cells
+# The build skips `#| slow` cells (long training runs), so their outputs on the page are the ones saved in the
+# notebook by `--slow --save-slow` (`make test-slow`). Each saved cell carries the digest of the code it ran with, in
+# its metadata (`kdbook.inputs`): tests/test_notebooks_kernel.py fails when that code has changed since.
+_kdbook_import = re.compile(r'^\s*(?:from\s+kdbook\.(\w+)\s+import|import\s+kdbook\.(\w+)|from\s+kdbook\s+import\s+([\w, ]+))', re.M)
+
+def kdbook_modules(src:str, root:Path=ROOT) -> set:
+    "kdbook modules the code `src` imports, and those they import in turn (their files in `root/kdbook`)"
+    todo, seen = [src], set()
+    while todo:
+        for m in _kdbook_import.finditer(todo.pop()):
+            for name in filter(None, re.split(r'[,\s]+', m.group(1) or m.group(2) or m.group(3) or '')):
+                f = Path(root)/'kdbook'/f'{name}.py'
+                if name not in seen and f.exists(): seen.add(name); todo.append(f.read_text())
+    return seen
+
+def _cell_src(c) -> str: return _text(c.get('source'))
+
+def slow_inputs_digest(cells:list, i:int, root:Path=ROOT) -> str:
+    """Digest of what code cell `i` of a notebook's `cells` (its JSON) computes from: its source, the code cells above
+    it, and the kdbook modules these import (with the modules those import)"""
+    code = [_cell_src(c) for c in cells[:i+1] if c.get('cell_type') == 'code']
+    h = hashlib.sha256('\0'.join(code).encode())
+    for m in sorted(kdbook_modules('\n'.join(code), root)): h.update(m.encode()); h.update((Path(root)/'kdbook'/f'{m}.py').read_bytes())
+    return h.hexdigest()[:16]
+
+def _slow_flag(src:str) -> bool: return bool(re.search(r'^\s*#\|\s*slow\s*(?::\s*true)?\s*$', src, re.M))
+
+def expects_output(src:str) -> bool:
+    """Whether code `src` shows something when it runs: it plots or prints, or ends in an expression (not one
+    ending in `;`, nor a `test_*` check, which returns None)"""
+    import ast
+    code = '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('#|', '%', '!')))
+    try: tree = ast.parse(code)
+    except SyntaxError: return True
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ''
+            if name in ('print', 'display', 'plot', 'show', 'imshow', 'bar', 'scatter', 'hist') or name.startswith('plot_'): return True
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr) or code.rstrip().endswith(';'): return False
+    v = tree.body[-1].value
+    return not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id.startswith('test_'))
+
+def save_slow_outputs(root:Path, rel:str, ran:dict) -> int:
+    "Write the outputs `ran` ({cell id: outputs} of a run of nbs/`rel` with its `slow` cells) of its `slow` cells into it, stamped"
+    path = Path(root)/'nbs'/rel
+    nb = json.loads(path.read_text())
+    n = 0
+    for i,c in enumerate(nb['cells']):
+        if c['cell_type'] != 'code' or not _slow_flag(_cell_src(c)) or c.get('id') not in ran: continue
+        c['outputs'] = [{**{k: v for k,v in dict(o).items() if k != 'execution_count'},
+                         **({'execution_count': None} if o.get('output_type') == 'execute_result' else {})} for o in ran[c['id']]]
+        c['execution_count'] = None
+        c.setdefault('metadata', {})['kdbook'] = {'inputs': slow_inputs_digest(nb['cells'], i, root)}
+        n += 1
+    if n: write_ipynb(nb, path)
+    return n
+
+def write_ipynb(nb:dict, path:Path):
+    "Write notebook `nb` (its JSON) at `path` as nbdev and Jupyter do: sorted keys, text outputs as lists of lines"
+    import nbformat
+    from nbformat.v4.rwbase import split_lines
+    nb = split_lines(nbformat.from_dict(nb))
+    Path(path).write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + '\n')
+
+def stale_slow_cells(root:Path=ROOT) -> list:
+    """Problems with the saved outputs of the notebooks' `slow` cells: a cell that shows something has none, or its
+    outputs were made by other code (its stamp differs from the digest of the code it runs now)"""
+    probs = []
+    for rel in find_notebooks(Path(root)/'nbs'):
+        cells = json.loads((Path(root)/'nbs'/rel).read_text())['cells']
+        for i,c in enumerate(cells):
+            src = _cell_src(c)
+            if c.get('cell_type') != 'code' or not _slow_flag(src): continue
+            first = next((l.strip() for l in src.splitlines() if l.strip() and not l.lstrip().startswith('#|')), '')
+            where = f"nbs/{rel} cell {i} ({first[:60]})"
+            if expects_output(src) and not c.get('outputs'): probs.append(f"{where}: no saved output"); continue
+            stamp = (c.get('metadata', {}).get('kdbook') or {}).get('inputs')
+            if stamp != slow_inputs_digest(cells, i, root):
+                probs.append(f"{where}: {'outputs older than its code' if stamp else 'never saved by a slow run'}")
+    return probs
+
 # ---------------------------------------------------------------- freshness stamp
 def source_digest(root:Path=ROOT, slow:bool=False) -> str:
     "Hash of everything the site is built from (notebooks, `_quarto.yml`, the package, this tool)"
@@ -436,8 +526,9 @@ def is_fresh(root:Path=ROOT, out:Path=None) -> bool:
 
 # ---------------------------------------------------------------- driver
 def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, workers:int=None, timeout:int=None,
-          only:list=None, log=print) -> dict:
-    "Build the site of `root` into `out` (default `_docs`); returns a summary dict"
+          only:list=None, log=print, save_slow:bool=False) -> dict:
+    """Build the site of `root` into `out` (default `_docs`); returns a summary dict. `slow`: run the `slow` cells too;
+    `save_slow`: and save their outputs, stamped, in the notebooks"""
     t0 = time.time()
     root = Path(root).resolve()
     out = Path(out or root/'_docs').resolve()
@@ -464,7 +555,7 @@ def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, w
         except (OSError, ValueError, KeyError): last = {}
         order = sorted(todo, key=lambda r: -((last.get(r) or {}).get('seconds') or 0))
         srcs = {r: sphinx_source(r) for r in rels}
-        args = [(str(root), r, slow, timeout, str(stage), threads, srcs) for r in order]
+        args = [(str(root), r, slow, timeout, str(stage), threads, srcs, slow and save_slow) for r in order]
         results,errors = {},{}
         if workers == 1:
             for a in args:
@@ -557,6 +648,7 @@ def main(argv=None):
     ap.add_argument('--renderer', choices=['auto', 'quarto', 'sphinx'], default='auto',
                     help="auto: Quarto (nbdev's path) if `quarto` is on PATH, else Sphinx with MyST-NB (offline)")
     ap.add_argument('--slow', action='store_true', help='also execute `#| slow` cells (else they keep their saved outputs)')
+    ap.add_argument('--save-slow', action='store_true', help='with --slow: save the `slow` cells\' outputs, stamped, in the notebooks')
     ap.add_argument('--workers', type=int, default=None, help='notebooks executed in parallel (default: number of CPUs)')
     ap.add_argument('--timeout', type=int, default=None, help='seconds per cell (default: cell_timeout of pyproject)')
     ap.add_argument('--out', default=None, help='output folder (default: _docs of the project)')
@@ -568,7 +660,8 @@ def main(argv=None):
     root = Path(a.root).resolve()
     if a.if_stale and not a.only and is_fresh(root, a.out):
         print(f"{a.out or '_docs'} is up to date"); return 0
-    try: res = build(root, a.out and Path(a.out), a.renderer, a.slow, a.workers, a.timeout, a.only)
+    if a.save_slow and not a.slow: ap.error('--save-slow saves what --slow runs: give both')
+    try: res = build(root, a.out and Path(a.out), a.renderer, a.slow, a.workers, a.timeout, a.only, save_slow=a.save_slow)
     except DocsBuildError as e:
         print(f"docs build failed: {e}", file=sys.stderr); return 1
     if a.strict and res['api_problems']: print("docs build failed: public names without API entries", file=sys.stderr); return 1
