@@ -143,3 +143,8 @@ def test_slow_outputs_saved_and_stamped(tmp_path):
     (root/'nbs/index.ipynb').write_text(json.dumps({**json.loads(nb), 'cells': saved}))
     assert [p.split(': ')[-1] for p in bd.stale_slow_cells(root)] == ['outputs older than its code'] * 2
     assert '42' in (root/'_docs/index.html').read_text()  # the site shows the saved output
+
+def test_stamps_follow_the_modules_imports():
+    "A slow cell's stamp covers the modules kdbook's own modules import (nbdev exports them as `from .x import`)"
+    assert {'distill', 'teacher', 'losses', 'compat'} <= bd.kdbook_modules('from kdbook.distill import KDCallback')
+    assert bd.kdbook_modules('import torch') == set()

@@ -424,7 +424,8 @@ def check_api_docs(site:Path, package:str='kdbook', names:dict=None) -> list:
 # The build skips `#| slow` cells (long training runs), so their outputs on the page are the ones saved in the
 # notebook by `--slow --save-slow` (`make test-slow`). Each saved cell carries the digest of the code it ran with, in
 # its metadata (`kdbook.inputs`): tests/test_notebooks_kernel.py fails when that code has changed since.
-_kdbook_import = re.compile(r'^\s*(?:from\s+kdbook\.(\w+)\s+import|import\s+kdbook\.(\w+)|from\s+kdbook\s+import\s+([\w, ]+))', re.M)
+# `from kdbook.data import ...` in a notebook; `from .data import ...` in the modules nbdev exports
+_kdbook_import = re.compile(r'^\s*(?:from\s+(?:kdbook)?\.(\w+)\s+import|import\s+kdbook\.(\w+)|from\s+(?:kdbook|\.)\s+import\s+([\w, ]+))', re.M)
 
 def kdbook_modules(src:str, root:Path=ROOT) -> set:
     "kdbook modules the code `src` imports, and those they import in turn (their files in `root/kdbook`)"
