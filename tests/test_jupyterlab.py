@@ -5,7 +5,7 @@ the chapter in headless Chromium (Debian's `chromium`, driven by Playwright, as 
 "Run All Cells" and fails on a dialog (such as "Select Kernel", which a notebook without a kernelspec gets), on an
 error output, or on a cell left without its execution count.
 """
-import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import pytest
 
@@ -14,16 +14,13 @@ CHAPTER = 'tutorials/02_soft_targets.ipynb' # the book's first chapter: no `slow
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_docs_browser import CHROMIUM, FLAGS, sync_api, pytestmark  # noqa: F401 (the same browser, or the same skip)
 pytest.importorskip('jupyterlab', reason="JupyterLab is missing: `pip install -e '.[dev]'` (or `make lab`) brings it")
+from kdbook.launch import free_port
 
 def test_every_notebook_names_a_python3_kernel():
     "No notebook opens with JupyterLab's 'Select Kernel' dialog: each names the Python 3 kernel"
     bad = [p.relative_to(ROOT).as_posix() for p in sorted((ROOT/'nbs').rglob('*.ipynb'))
            if json.loads(p.read_text()).get('metadata', {}).get('kernelspec', {}).get('name') != 'python3']
     assert not bad, f"notebooks without the python3 kernelspec: {bad}"
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 @pytest.fixture(scope='module')
 def lab():
@@ -32,7 +29,7 @@ def lab():
         (Path(d)/CHAPTER).parent.mkdir(parents=True)
         shutil.copy2(ROOT/'nbs'/CHAPTER, Path(d)/CHAPTER)
         shutil.copy2(ROOT/'settings.ini', Path(d)/'settings.ini')
-        port, token = _free_port(), 'kdbook-test'
+        port, token = free_port(), 'kdbook-test'
         cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
                f'--ServerApp.root_dir={d}', f'--IdentityProvider.token={token}', '--LabApp.expose_app_in_browser=True',
                '--LabApp.news_url=None', '--ServerApp.port_retries=0']

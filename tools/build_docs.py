@@ -18,7 +18,7 @@ One processing stage, two renderers. Every notebook listed in `_quarto.yml`'s si
    sidebar becomes the home page's tables of contents, and `tools/sphinx/conf.py` configures the rest.
 """
 from __future__ import annotations
-import argparse, concurrent.futures as cf, hashlib, html, json, multiprocessing as mp, os, re, shutil
+import argparse, concurrent.futures as cf, hashlib, html, itertools, json, multiprocessing as mp, os, re, shutil
 import subprocess, sys, tempfile, time
 from contextlib import contextmanager
 try: import fcntl
@@ -54,12 +54,16 @@ def _entries(contents) -> list:
         else: raise DocsBuildError(f"_quarto.yml: cannot read sidebar entry {o!r}; use a notebook path or a section with contents.")
     return res
 
-def sidebar_notebooks(cfg:dict) -> list:
-    "Notebook paths (relative to nbs/) in `cfg`'s sidebar, in reading order"
+def sidebar_entries(cfg:dict) -> list:
+    "(section, notebook path relative to nbs/) pairs of `cfg`'s sidebar, in reading order (section None: top level)"
     sb = (cfg.get('website') or {}).get('sidebar')
     if isinstance(sb, list): sb = sb[0]
     if not sb or 'contents' not in sb: raise DocsBuildError("_quarto.yml has no website.sidebar.contents: list the notebooks in reading order there.")
-    return [h for _,h in _entries(sb['contents'])]
+    return _entries(sb['contents'])
+
+def sidebar_notebooks(cfg:dict) -> list:
+    "Notebook paths (relative to nbs/) in `cfg`'s sidebar, in reading order"
+    return [h for _,h in sidebar_entries(cfg)]
 
 def find_notebooks(nbs:Path) -> list:
     "Notebooks under `nbs` that nbdev documents (skips names starting with `_` or `.`, and checkpoints)"
@@ -289,26 +293,16 @@ def toctree_markdown(cfg:dict, done:set=None) -> str:
     """The home page's (hidden) tables of contents: one per section of `_quarto.yml`'s sidebar, in its order, for
     the sidebar, prev/next links and chapter numbers. A section is numbered when its notebooks are all chapters
     of the book (in nbs/tutorials/). With `done`, only those notebooks are listed."""
-    sb = (cfg.get('website') or {}).get('sidebar')
-    if isinstance(sb, list): sb = sb[0]
-    res, loose = [], []
-    def tree(caption, rels):
+    res = []
+    for caption, grp in itertools.groupby(sidebar_entries(cfg), key=lambda e: e[0]):
+        rels = [h for _,h in grp if h != 'index.ipynb'] # the home page holds the tables
         num = bool(rels) and all(r.startswith('tutorials/') for r in rels)
         rels = [r for r in rels if done is None or r in done]
-        if not rels: return ''
-
+        if not rels: continue
         opts = ':hidden:\n' + (':numbered:\n' if num else '') + (f':caption: {caption}\n' if caption else '')
         docs = '\n'.join(str(Path(sphinx_source(r)).with_suffix('')) for r in rels)
-        return f"```{{toctree}}\n{opts}\n{docs}\n```\n"
-    for o in sb['contents']:
-        if isinstance(o, dict) and 'contents' in o:
-            if loose: res.append(tree(None, loose)); loose = []
-            res.append(tree(o.get('section'), [h for _,h in _entries(o['contents'])]))
-        else:
-            h = o if isinstance(o, str) else o['href']
-            if h != 'index.ipynb': loose.append(h)
-    if loose: res.append(tree(None, loose))
-    return '\n'.join(r for r in res if r)
+        res.append(f"```{{toctree}}\n{opts}\n{docs}\n```\n")
+    return '\n'.join(res)
 
 def _fix_links(text:str, page_href:str, site_url:str) -> str:
     """Links to the published site (nbdev's links of `KDCallback` to `{site_url}/distill.html#kdcallback`) made
@@ -329,14 +323,12 @@ def render_sphinx(cfg:dict, results:list, stage:Path, site:Path, root:Path, stri
     any warning (a link to a missing page or heading, bad markup) fails the build"""
     from sphinx.cmd.build import build_main
     web, src = cfg.get('website') or {}, stage/'src'
-    idx = src/'index.ipynb'
-    done = {r['rel'] for r in results}
+    title, idx = str(web.get('title', 'kdbook')), src/'index.ipynb'
     if not idx.exists(): # a build of some notebooks only (`only`): a bare home page holds their contents
-        idx.write_text(json.dumps(dict(cells=[_md_cell(f"# {web.get('title', 'kdbook')}", id='c0')], metadata={}, nbformat=4, nbformat_minor=5)))
+        idx.write_text(json.dumps(dict(cells=[_md_cell(f"# {title}", id='c0')], metadata={}, nbformat=4, nbformat_minor=5)))
     nb = json.loads(idx.read_text())
-    nb['cells'].append(_md_cell(toctree_markdown(cfg, done), id='kdbook-toc'))
+    nb['cells'].append(_md_cell(toctree_markdown(cfg, {r['rel'] for r in results}), id='kdbook-toc'))
     idx.write_text(json.dumps(nb))
-    title = str(web.get('title', 'kdbook'))
     args = ['-b', 'html', '-q', '-c', str(CONF), '-d', str(stage/'doctrees'), *(['-W', '--keep-going'] if strict else []),
             '-D', f'project={title}', '-D', f'html_title={title}',
             # the repository button needs a repository: an empty value turns it off
@@ -447,7 +439,10 @@ def slow_inputs_digest(cells:list, i:int, root:Path=ROOT) -> str:
     for m in sorted(kdbook_modules('\n'.join(code), root)): h.update(m.encode()); h.update((Path(root)/'kdbook'/f'{m}.py').read_bytes())
     return h.hexdigest()[:16]
 
-def _slow_flag(src:str) -> bool: return bool(re.search(r'^\s*#\|\s*slow\s*(?::\s*true)?\s*$', src, re.M))
+def _slow_cell(i:int, c:dict) -> bool:
+    "Whether cell `i` (its JSON `c`) of a notebook is a code cell flagged `#| slow`, read the way nbdev reads directives"
+    from fastcore.nbio import NbCell
+    return c.get('cell_type') == 'code' and NbCell(i, c).has_directive('slow')
 
 def expects_output(src:str) -> bool:
     """Whether code `src` shows something when it runs: it plots or prints, or ends in an expression (not one
@@ -471,7 +466,7 @@ def save_slow_outputs(root:Path, rel:str, ran:dict) -> int:
     nb = json.loads(path.read_text())
     n = 0
     for i,c in enumerate(nb['cells']):
-        if c['cell_type'] != 'code' or not _slow_flag(_cell_src(c)) or c.get('id') not in ran: continue
+        if not _slow_cell(i, c) or c.get('id') not in ran: continue
         c['outputs'] = [{**{k: v for k,v in dict(o).items() if k != 'execution_count'},
                          **({'execution_count': None} if o.get('output_type') == 'execute_result' else {})} for o in ran[c['id']]]
         c['execution_count'] = None
@@ -494,8 +489,8 @@ def stale_slow_cells(root:Path=ROOT) -> list:
     for rel in find_notebooks(Path(root)/'nbs'):
         cells = json.loads((Path(root)/'nbs'/rel).read_text())['cells']
         for i,c in enumerate(cells):
+            if not _slow_cell(i, c): continue
             src = _cell_src(c)
-            if c.get('cell_type') != 'code' or not _slow_flag(src): continue
             first = next((l.strip() for l in src.splitlines() if l.strip() and not l.lstrip().startswith('#|')), '')
             where = f"nbs/{rel} cell {i} ({first[:60]})"
             if expects_output(src) and not c.get('outputs'): probs.append(f"{where}: no saved output"); continue
