@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = 'tutorials/02_soft_targets.ipynb' # the book's first chapter: no `slow` cell, so "Run All" is what CI runs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_docs_browser import CHROMIUM, FLAGS, sync_api, pytestmark  # noqa: F401 (the same browser, or the same skip)
+from test_docs_browser import CHROMIUM, FLAGS, sync_api, pytestmark as needs_browser  # the same browser, or the same skip
 pytest.importorskip('jupyterlab', reason="JupyterLab is missing: `pip install -e '.[dev]'` (or `make lab`) brings it")
 from kdbook.launch import free_port
 
@@ -61,6 +61,7 @@ _STATE = """() => {
           dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map((d) => d.innerText.slice(0, 200)), cells};
 }"""
 
+@needs_browser
 def test_chapter_runs_in_jupyterlab(lab):
     "The chapter opens on the python3 kernel without a dialog, and 'Run All Cells' runs every cell without an error"
     url, token = lab
