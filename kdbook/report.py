@@ -166,8 +166,18 @@ def plot_accuracy_vs_size(
     if ax is None: _, ax = plt.subplots(figsize=(6, 4))
     kb, acc = df.size_bytes.astype(float) / 1e3, df.accuracy.astype(float) * 100
     ax.scatter(kb, acc)
-    for i, (name, x, y) in enumerate(zip(df.index, kb, acc)): # alternate label offsets so close points stay legible
-        ax.annotate(str(name), (x, y), textcoords='offset points', xytext=(5, 6 if i % 2 == 0 else -13), fontsize=9)
+    ax.set_xscale('log'); ax.margins(x=0.08, y=0.15); ax.autoscale_view()
+    frame, placed = ax.get_window_extent(), []
+    for name, x, y in zip(df.index, kb, acc): # each label at the first place inside the axes that no label took
+        for dy, ha in [(6, 'left'), (6, 'right'), (-14, 'left'), (-14, 'right'), (20, 'left'), (-28, 'left')]:
+            t = ax.annotate(str(name), (x, y), textcoords='offset points', xytext=(6 if ha == 'left' else -6, dy),
+                            ha=ha, fontsize=9)
+            b = t.get_window_extent()
+            inside = frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+            if inside and not any(b.overlaps(p) for p in placed): break
+            t.remove()
+        else: t = ax.annotate(str(name), (x, y), textcoords='offset points', xytext=(6, 6), fontsize=9) # no room: plain
+        placed.append(t.get_window_extent())
     ax.set_xscale('log'); ax.set_xlabel('size on disk (kB, log scale)'); ax.set_ylabel('accuracy (%)')
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_title(title); ax.grid(True, which='both', alpha=0.3)
