@@ -85,8 +85,10 @@ def _keep_lowest(s, k):
     if k <= 0: return torch.ones_like(s, dtype=torch.bool)
     v = torch.kthvalue(s.cpu() if s.device.type == 'mps' else s, k).values.to(s.device)
     keep = s > v
-    ties = (s == v).nonzero().flatten()
-    keep[ties[k - int((s < v).sum()):]] = True     # prune only as many ties as needed to reach k
+    n_low = s.numel() - int(keep.sum())                # k entries are <= v, more when v is tied
+    if n_low > k:                                      # prune only as many ties as needed to reach k
+        ties = (s == v).nonzero().flatten()
+        keep[ties[ties.numel() - (n_low - k):]] = True
     return keep
 
 def compute_masks(
@@ -156,8 +158,8 @@ class PruneCallback(Callback):
         threshold:float=None,      # Prune the blocks whose score is below this (|w| < tau), once, instead of a share
         every:int=1,               # Re-evaluate the target every `every` training batches
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
-        pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: 0.3
-        pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: 0.7
+        pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: `prune_window`
+        pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: likewise
         agp_steps:int=AGP_STEPS,   # schedule='agp': the masks change this many times (None: at every update)
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
         rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step
@@ -174,7 +176,8 @@ class PruneCallback(Callback):
         if rewind_iter is not None and (not isinstance(rewind_iter, int) or rewind_iter < 0):
             raise ValueError(f"rewind_iter must be None or an integer >= 0, got {rewind_iter!r}")
         self._named,self._first_step = isinstance(schedule, str), schedule == 'one_shot' and not pct_start
-        schedule = sparsity_schedule(schedule, rounds, pct_start, pct_end, agp_steps)
+        schedule = sparsity_schedule(schedule, rounds, pct_start, pct_end, agp_steps, # the default window follows
+                                     0.9 if sparsity is None else sparsity)           # the final sparsity
         store_attr()
         self.masks,self._fm,self._layers,self.snapshot,self.target_sparsity,self.hist = {},{},None,None,None,[]
         self._taylor,self._n_acc,self._thresholded = {},0,False
@@ -205,6 +208,7 @@ class PruneCallback(Callback):
                 raise ValueError(f"set_masks: the mask of {n!r} must be bool {tuple(w.shape)} on {w.device}, got {got}")
         self.masks = {n: masks[n] for n in ls}
         self._fm = {n: mk.to(ls[n].weight.dtype) for n, mk in self.masks.items()} # float: 5x faster than bool per step
+        self._n_pruned = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
 
     def _setup(self, model):
         "Select the layers and derive the masks from the weights that are exactly zero"
@@ -284,7 +288,7 @@ class PruneCallback(Callback):
         sc = {}
         for n, m in self.pruned_layers.items():
             s = m.weight.detach().abs() if self.criterion == 'magnitude' else self._taylor[n]
-            sc[n] = torch.where(self.masks[n], s.float(), torch.full_like(s, -1.))
+            sc[n] = s.float().where(self.masks[n], -1.)
         return sc
 
     @torch.no_grad()
@@ -294,7 +298,7 @@ class PruneCallback(Callback):
         "Recompute the masks, apply them, zero the optimizer state there; rewind if a snapshot is kept"
         if sparsity is None and self.mode != 'threshold': raise ValueError("prune: give a sparsity (no threshold)")
         if self._layers is None: self._setup(get_model(self.learn.model))
-        old = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
+        old = self._n_pruned
         thr = self.threshold if sparsity is None else None
         masks = compute_masks(self.scores(), sparsity, self.granularity, self.scope, thr)
         self.set_masks({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
@@ -308,7 +312,7 @@ class PruneCallback(Callback):
         self._taylor,self._n_acc = {},0
         if sparsity is None: self._thresholded = True
         else: self.target_sparsity = sparsity
-        new = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
+        new = self._n_pruned
         if new == old: return # nothing changed: no rewind, no history entry
         if any(new[n] > old[n] for n in new) and self.snapshot is not None: self.rewind()
         it = getattr(getattr(self, 'learn', None), 'train_iter', None)

@@ -7,6 +7,7 @@ Docs: https://kdbook.github.io/kdbook/schedules.html.md"""
 # %% ../nbs/01_schedules.ipynb #8a7aa6b3
 from __future__ import annotations
 import math
+import numpy as np
 from functools import partial
 from pathlib import Path
 import torch
@@ -18,8 +19,9 @@ from fastai.callback.tracker import SaveModelCallback
 from .compat import annealer
 
 # %% auto #0
-__all__ = ['PRUNE_SCHEDULES', 'PRUNE_WINDOW', 'AGP_STEPS', 'sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup',
-           'SchedWarmup', 'SchedWindow', 'sparsity_schedule', 'SchedOneCycle', 'plot_scheds', 'AttrScheduler']
+__all__ = ['PRUNE_SCHEDULES', 'PRUNE_WINDOWS', 'AGP_STEPS', 'sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup',
+           'SchedWarmup', 'SchedWindow', 'prune_window', 'sparsity_schedule', 'SchedOneCycle', 'plot_scheds',
+           'AttrScheduler']
 
 # %% ../nbs/01_schedules.ipynb #3d19f513
 def sched_agp(start, end, pos):
@@ -86,15 +88,23 @@ class SchedWindow:
 
 # %% ../nbs/01_schedules.ipynb #a8f08d0e
 PRUNE_SCHEDULES = ('one_shot', 'iterative', 'agp') # The named schedules of `sparsity_schedule`
-PRUNE_WINDOW = (0.3, 0.7) # Default window (pct_start, pct_end) of the named schedules, as fractions of training
+PRUNE_WINDOWS = {0.5: (0.4, 0.8), 0.9: (0.3, 0.7)} # Measured default windows (pct_start, pct_end), by final sparsity
 AGP_STEPS = 32 # Default number of AGP pruning steps (Zhu & Gupta's n) over the window
+
+def prune_window(
+    sparsity:float, # The final sparsity of the schedule, in [0, 1)
+) -> tuple:
+    "Default (pct_start, pct_end) of a named schedule: `PRUNE_WINDOWS` interpolated linearly, the nearest outside them"
+    xs = sorted(PRUNE_WINDOWS)
+    return tuple(round(float(np.interp(sparsity, xs, [PRUNE_WINDOWS[x][i] for x in xs])), 6) for i in (0, 1))
 
 def sparsity_schedule(
     schedule='agp',       # 'agp', 'iterative', 'one_shot', a function f(pos) used as it is, or None (always 1)
     rounds:int=3,         # Number of jumps of 'iterative'
-    pct_start:float=None, # Named schedules: pruning starts here; None: `PRUNE_WINDOW[0]`
-    pct_end:float=None,   # 'agp', 'iterative': the final sparsity is reached here; None: `PRUNE_WINDOW[1]`
+    pct_start:float=None, # Named schedules: pruning starts here; None: `prune_window(sparsity)[0]`
+    pct_end:float=None,   # 'agp', 'iterative': the final sparsity is reached here; None: `prune_window(sparsity)[1]`
     agp_steps:int=AGP_STEPS, # 'agp': the masks change this many times over the window (None: at every batch)
+    sparsity:float=0.9,   # The final sparsity, which places the default window
 ):
     "The share of the final sparsity reached at each `pct_train`: a named schedule placed in its window"
     if schedule is None or callable(schedule):
@@ -104,13 +114,14 @@ def sparsity_schedule(
         return SchedNo(1., 1.) if schedule is None else schedule
     if schedule not in PRUNE_SCHEDULES:
         raise ValueError(f"schedule={schedule!r} is unknown; use one of {', '.join(map(repr, PRUNE_SCHEDULES))}")
-    start = PRUNE_WINDOW[0] if pct_start is None else pct_start
+    window = prune_window(sparsity)
+    start = window[0] if pct_start is None else pct_start
     if schedule == 'one_shot':
         if pct_end is not None:
             raise ValueError("schedule='one_shot' prunes once, at pct_start; pct_end is for 'agp' and 'iterative'")
         if not 0 <= start < 1: raise ValueError(f"pct_start must be in [0, 1), got {start!r}")
         return SchedWindow(SchedStep(0., 1., 1), start, start)
-    end = PRUNE_WINDOW[1] if pct_end is None else pct_end
+    end = window[1] if pct_end is None else pct_end
     if not 0 <= start < end <= 1:
         raise ValueError(f"the pruning window needs 0 <= pct_start < pct_end <= 1, got pct_start={start!r}, "
                          f"pct_end={end!r}")

@@ -61,6 +61,19 @@ def test_default_call_trains_before_it_prunes():
     assert res['default'] > res['at first batch'] + 0.05, res
 
 
+@pytest.mark.parametrize('sparsity,window', [(0.5, (0.4, 0.8)), (0.7, (0.35, 0.75)), (0.95, (0.3, 0.7))])
+def test_default_window_follows_sparsity(dls, sparsity, window):
+    "The less there is to prune, the later the default window: the first and last pruning steps fall at its ends"
+    cb = PruneCallback(sparsity)
+    learn = learner(dls, cbs=cb)
+    learn.fit_one_cycle(5, 1e-2)
+    n_iter = 5 * len(dls.train)
+    first, last = cb.hist[0]['iter'] / n_iter, cb.hist[-1]['iter'] / n_iter
+    assert window[0] <= first < window[0] + (window[1] - window[0]) / 32 + 1 / n_iter, (first, window) # 1st of 32 steps
+    assert last < window[1] + 1 / n_iter, (last, window)   # (AGP's last steps may move no weight of a small model)
+    assert abs(cb.measured() - sparsity) < 1e-3
+
+
 def test_save_load_export_fresh_process(dls, tmp_path):
     "Zeros survive save/load + more training, and export: a fresh interpreter loads the learner and predicts"
     learn = learner(dls, path=tmp_path, cbs=PruneCallback(0.9))
