@@ -208,6 +208,7 @@ class PruneCallback(Callback):
                 raise ValueError(f"set_masks: the mask of {n!r} must be bool {tuple(w.shape)} on {w.device}, got {got}")
         self.masks = {n: masks[n] for n in ls}
         self._fm = {n: mk.to(ls[n].weight.dtype) for n, mk in self.masks.items()} # float: 5x faster than bool per step
+        self._fms = list(self._fm.values())                  # in the order of `pruned_layers`, for one multiply per step
         self._n_pruned = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
 
     def _setup(self, model):
@@ -251,8 +252,11 @@ class PruneCallback(Callback):
     def before_step(self):
         "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"
         if self.criterion == 'taylor': self._accumulate_taylor()
-        for n, m in self._layers.items():
-            if m.weight.grad is not None: m.weight.grad.mul_(self._fm[n])
+        gs = [m.weight.grad for m in self._layers.values()]
+        if all(g is not None for g in gs): torch._foreach_mul_(gs, self._fms) # torch's optimizers' one-call multiply
+        else:
+            for g, f in zip(gs, self._fms):
+                if g is not None: g.mul_(f)
 
     @torch.no_grad()
     def _accumulate_taylor(self):
@@ -277,9 +281,10 @@ class PruneCallback(Callback):
         exact:bool=False, # `masked_fill`, not a multiply: a NaN weight becomes 0 (NaN*0 is NaN); 20x slower on CPU
     ):
         "Multiply the pruned weights by their masks (each step), or set them to 0 (end of a fit)"
-        for n, m in (self._layers or {}).items():
-            if exact: m.weight.masked_fill_(~self.masks[n], 0.)
-            else: m.weight.mul_(self._fm[n])
+        if not self._layers: return
+        if exact:
+            for n, m in self._layers.items(): m.weight.masked_fill_(~self.masks[n], 0.)
+        else: torch._foreach_mul_([m.weight for m in self._layers.values()], self._fms)
 
     def scores(self):
         "Per-weight scores of the current criterion, -1 where already pruned"
