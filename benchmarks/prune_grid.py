@@ -19,14 +19,20 @@ fasterai needs torchvision, which does not import in kdbook's venv, so this runs
     python3 -m venv /work/benchenv
     /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 fasterai==0.4.1
     /work/benchenv/bin/pip install -e /path/to/kdbook
-    OMP_NUM_THREADS=1 /work/benchenv/bin/python benchmarks/prune_grid.py --jobs 2 --out benchmarks/prune_grid.json
+    OMP_NUM_THREADS=1 /work/benchenv/bin/python benchmarks/prune_grid.py --jobs 2 --holdout 3 --first-seed 10 \
+        --out benchmarks/prune_grid.json
 
+(the saved run: seeds 10-12 choose fasterai's best schedule, seeds 13-15 run kdbook and that schedule again; kdbook's
+defaults were chosen on seeds 0-5, so neither side was tuned on the seeds it is judged on).
 `--time model,fit,start,sparsity,schedule` times one cell alone, kdbook and fasterai alternating in one process (the
-grid's own times come from two worker processes at once, so they are noisy); with `--out` it adds the ratio to the
-JSON. `--only-kdbook` runs the kdbook side alone in kdbook's own venv (for choosing defaults: `--kdbook-kw` passes
+grid's own times come from two worker processes at once, so they are noisy), `--reps` rounds, `--clock cpu` for the
+process's CPU time; with `--out` it adds the ratio to the JSON. `--callback-cost --out JSON` times the events of
+kdbook's callback and of fasterai's best schedule in every cell of a saved grid, 2 seeds each, and adds what their
+difference implies for the fit-time ratio (the machine's drift between fits is larger than that difference).
+`--only-kdbook` runs the kdbook side alone in kdbook's own venv (for choosing defaults: `--kdbook-kw` passes
 PruneCallback arguments, e.g. '{"pct_start": 0.1, "pct_end": 0.6}'). The pruning chapter reads the JSON.
 """
-import argparse, contextlib, io, itertools, json, multiprocessing as mp, os, platform, statistics, time
+import argparse, contextlib, io, itertools, json, multiprocessing as mp, platform, statistics, time
 from pathlib import Path
 import torch
 from torch import nn
@@ -57,11 +63,11 @@ def _learner(model):
     return learn
 
 
-def _fit(learn, epochs, lr, cbs=None):
-    "fit_one_cycle with fasterai's prints silenced; wall seconds"
-    t = time.perf_counter()
+def _fit(learn, epochs, lr, cbs=None, clock=time.perf_counter):
+    "fit_one_cycle with fasterai's prints silenced; seconds of `clock` (wall by default)"
+    t = clock()
     with contextlib.redirect_stdout(io.StringIO()): learn.fit_one_cycle(epochs, lr, wd=1e-2, cbs=cbs)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def dense(model, fit, seed):
@@ -88,7 +94,7 @@ def _callback(lib, sched, s, kdbook_kw):
     return SparsifyCallback(s, 'weight', 'global', large_final, fresh, layer_type=(nn.Conv1d, nn.Linear)) # a fraction
 
 
-def run(task):
+def run(task, clock=time.perf_counter):
     "One pruning fit of the grid: accuracy, measured sparsity, seconds"
     lib, sched, model, fit, start, s, seed, kdbook_kw = task
     torch.set_num_threads(1)
@@ -96,7 +102,7 @@ def run(task):
     m = _model(model)
     if start == 'finetune': m.load_state_dict(dense(model, fit, seed)[0])
     learn = _learner(m)
-    t = _fit(learn, FITS[fit], LR[start], cbs=_callback(lib, sched, s, kdbook_kw))
+    t = _fit(learn, FITS[fit], LR[start], cbs=_callback(lib, sched, s, kdbook_kw), clock=clock)
     from kdbook.prune import sparsity_report
     sp = float(sparsity_report(learn.model).sparsity.iloc[-1])
     return dict(lib=lib, schedule=sched, model=model, fit=fit, start=start, sparsity=s, seed=seed,
@@ -136,16 +142,64 @@ def summarize(runs, denses):
     return rows
 
 
-def time_cell(model, fit, start, s, schedule, reps=5):
-    "kdbook's default and one fasterai schedule on one cell, alternating in one process: median seconds of each"
+def time_cell(model, fit, start, s, schedule, reps=5, clock='wall'):
+    """kdbook's default and one fasterai schedule on one cell, alternating in one process (the order flips every
+    round): median seconds of each, wall clock or the process's CPU time (one thread: the same work, less noise from
+    other processes)"""
     torch.set_num_threads(1)
-    t = {'kdbook': [], 'fasterai': []}
+    t, clk = {'kdbook': [], 'fasterai': []}, {'wall': time.perf_counter, 'cpu': time.process_time}[clock]
     for i in range(reps):
-        for lib in t: t[lib].append(run((lib, schedule, model, fit, start, s, i, {}))['seconds'])
+        for lib in (list(t) if i % 2 == 0 else list(t)[::-1]):
+            t[lib].append(run((lib, schedule, model, fit, start, s, i % 3, {}), clock=clk)['seconds'])
     k, f = statistics.median(t['kdbook']), statistics.median(t['fasterai'])
     print(f"[time] {model} {fit} {start} {s}: kdbook {k:.2f} s, fasterai {schedule} {f:.2f} s, ratio {k/f:.3f} "
-          f"(medians of {reps}, alternating)")
+          f"(medians of {reps}, alternating, {clock} clock)")
     return k / f
+
+
+_EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'before_backward',
+           'after_backward', 'before_step', 'after_step', 'after_batch', 'after_train', 'before_validate',
+           'after_validate', 'after_epoch', 'after_fit')
+
+
+def callback_cost(task):
+    """One fit of the grid with the pruning callback's events timed (process CPU time): (seconds inside the callback,
+    seconds of the whole fit). The two libraries' fits differ only by their callback, so the fit-time ratio they imply,
+    (fit without callback + kdbook's) / (fit without callback + fasterai's), is free of the machine's drift between
+    two fits, which on a shared host is larger than the difference being measured."""
+    lib, sched, model, fit, start, s, seed = task
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    m = _model(model)
+    if start == 'finetune': m.load_state_dict(dense(model, fit, seed)[0])
+    learn, cb, inside = _learner(m), _callback(lib, sched, s, {}), [0.]
+    for ev in _EVENTS:
+        f = getattr(type(cb), ev, None)
+        if f is None: continue
+        def timed(_f=f):
+            t = time.process_time()
+            try: return _f(cb)
+            finally: inside[0] += time.process_time() - t
+        setattr(cb, ev, timed)
+    total = _fit(learn, FITS[fit], LR[start], cbs=cb, clock=time.process_time)
+    return task, inside[0], total
+
+
+def callback_costs(rows, seeds=(0, 1), jobs=2):
+    "Each cell's kdbook default against fasterai's best schedule there: callback ms per fit and the implied ratio"
+    tasks = [(lib, r['fasterai_best'], r['model'], r['fit'], r['start'], r['sparsity'], seed)
+             for r in rows for seed in seeds for lib in ('kdbook', 'fasterai')]
+    with mp.get_context('fork').Pool(jobs) as pool: res = pool.map(callback_cost, tasks, chunksize=1)
+    out = []
+    for r in rows:
+        mine = [x for x in res if x[0][2:6] == (r['model'], r['fit'], r['start'], r['sparsity'])]
+        cb = {lib: statistics.mean(c for t, c, _ in mine if t[0] == lib) for lib in ('kdbook', 'fasterai')}
+        plain = statistics.mean(total - c for _, c, total in mine)
+        out.append(dict(model=r['model'], fit=r['fit'], start=r['start'], sparsity=r['sparsity'],
+                        fasterai_schedule=r['fasterai_best'], kdbook_ms=round(1e3 * cb['kdbook'], 1),
+                        fasterai_ms=round(1e3 * cb['fasterai'], 1), fit_without_callback_s=round(plain, 2),
+                        implied_ratio=round((plain + cb['kdbook']) / (plain + cb['fasterai']), 3)))
+    return out
 
 
 def holdout_rows(runs, rows):
@@ -162,31 +216,34 @@ def holdout_rows(runs, rows):
     return res
 
 
-def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MODELS, fits=tuple(FITS), holdout=0):
+def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MODELS, fits=tuple(FITS), holdout=0,
+         first_seed=0):
     kdbook_kw = kdbook_kw or {}
     scheds = [('kdbook', 'default')] + ([] if only_kdbook else [('fasterai', sc) for sc in FASTERAI_SCHEDULES])
     tasks = [(lib, sc, m, f, st, s, seed, kdbook_kw)
-             for m, f, st, s, seed in itertools.product(models, fits, STARTS, SPARSITIES, range(seeds))
+             for m, f, st, s, seed in itertools.product(models, fits, STARTS, SPARSITIES,
+                                                        range(first_seed, first_seed + seeds))
              for lib, sc in scheds]          # a cell's runs one after the other: kdbook's beside fasterai's
     t0 = time.time()
     with mp.get_context('fork').Pool(jobs) as pool:
-        for key, val in pool.map(dense_run, list(itertools.product(models, fits, range(seeds + holdout)))):
+        for key, val in pool.map(dense_run, list(itertools.product(models, fits,
+                                                                   range(first_seed, first_seed + seeds + holdout)))):
             _dense_cache[key] = val
     denses = [dict(model=m, fit=f, seed=sd, acc=v[1], seconds=v[2]) for (m, f, sd), v in _dense_cache.items()
-              if sd < seeds]
+              if sd < first_seed + seeds]
     with mp.get_context('fork').Pool(jobs) as pool: runs = pool.map(run, tasks, chunksize=1) # the dense models inherited
     rows = summarize(runs, denses)
     held = []
     if holdout:                              # seeds never used to select fasterai's schedule
         tasks = [(lib, sc, r['model'], r['fit'], r['start'], r['sparsity'], seed, kdbook_kw)
-                 for r in rows for seed in range(seeds, seeds + holdout)
+                 for r in rows for seed in range(first_seed + seeds, first_seed + seeds + holdout)
                  for lib, sc in [('kdbook', 'default')] + ([('fasterai', r['fasterai_best'])] if 'fasterai_best' in r else [])]
         with mp.get_context('fork').Pool(jobs) as pool: hruns = pool.map(run, tasks, chunksize=1)
         held = holdout_rows(hruns, rows)
         runs = runs + [{**r, 'holdout': True} for r in hruns]
     import fastai
     env = dict(torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(), jobs=jobs,
-               threads=1, seeds=seeds, holdout_seeds=holdout, kdbook_kw=kdbook_kw, seconds=round(time.time() - t0),
+               threads=1, seeds=seeds, first_seed=first_seed, holdout_seeds=holdout, kdbook_kw=kdbook_kw, seconds=round(time.time() - t0),
                date=time.strftime('%Y-%m-%d'))
     if not only_kdbook:
         import fasterai; env['fasterai'] = fasterai.__version__
@@ -208,20 +265,35 @@ if __name__ == '__main__':
     p.add_argument('--models', default=','.join(MODELS))
     p.add_argument('--fits', default=','.join(FITS))
     p.add_argument('--holdout', type=int, default=0, help='fresh seeds on which kdbook and the selected schedule run again')
+    p.add_argument('--first-seed', type=int, default=0, help='the first seed (default 0)')
     p.add_argument('--time', default=None, help="time one cell alone: 'model,fit,start,sparsity,fasterai_schedule'")
+    p.add_argument('--reps', type=int, default=5, help='--time: rounds of each library')
+    p.add_argument('--clock', default='wall', choices=('wall', 'cpu'), help='--time: wall clock or process CPU time')
+    p.add_argument('--callback-cost', action='store_true',
+                   help="time the callbacks' events in each cell of the saved grid (--out), kdbook against fasterai's best")
     p.add_argument('--out', default=None)
     a = p.parse_args()
     if a.time:
         m, f, st, sp, sc = a.time.split(',')
-        r = time_cell(m, f, st, float(sp), sc)
+        r = time_cell(m, f, st, float(sp), sc, a.reps, a.clock)
         if a.out:                          # added to the grid's results, which the pruning chapter reads
             res = json.loads(Path(a.out).read_text())
             cells = [c for c in res.get('time_cells', []) if c['cell'] != a.time]
-            res['time_cells'] = cells + [dict(cell=a.time, ratio=round(r, 3), reps=5, date=time.strftime('%Y-%m-%d'))]
+            res['time_cells'] = cells + [dict(cell=a.time, ratio=round(r, 3), reps=a.reps, clock=a.clock,
+                                              date=time.strftime('%Y-%m-%d'))]
             Path(a.out).write_text(json.dumps(res, indent=1))
         raise SystemExit
+    if a.callback_cost:
+        res = json.loads(Path(a.out).read_text())
+        res['callback_costs'] = callback_costs(res['rows'], (res['env'].get('first_seed', 0),
+                                                             res['env'].get('first_seed', 0) + 1), a.jobs)
+        res['callback_costs_env'] = dict(date=time.strftime('%Y-%m-%d'), seeds=2, jobs=a.jobs, clock='cpu')
+        Path(a.out).write_text(json.dumps(res, indent=1))
+        import pandas as pd
+        print(pd.DataFrame(res['callback_costs']).to_string(index=False))
+        raise SystemExit
     res = main(a.seeds, a.jobs, a.only_kdbook, json.loads(a.kdbook_kw), a.out, tuple(a.models.split(',')),
-               tuple(a.fits.split(',')), a.holdout)
+               tuple(a.fits.split(',')), a.holdout, a.first_seed)
     import pandas as pd
     pd.set_option('display.width', 200)
     print(json.dumps(res['env']))
