@@ -186,7 +186,6 @@ class PruneCallback(Callback):
     def mode(self) -> str:
         "'sparsity' (prune a share of the weights along `schedule`) or 'threshold' (prune below `threshold`, once)"
         return 'sparsity' if self.threshold is None else 'threshold'
-
     @property
     def pruned_layers(self) -> dict:
         "The pruned modules by name (names of the model inside a DDP wrapper), selected at the start of every fit"
@@ -208,9 +207,8 @@ class PruneCallback(Callback):
                 raise ValueError(f"set_masks: the mask of {n!r} must be bool {tuple(w.shape)} on {w.device}, got {got}")
         self.masks = {n: masks[n] for n in ls}
         self._fm = {n: mk.to(ls[n].weight.dtype) for n, mk in self.masks.items()} # float: 5x faster than bool per step
-        self._fms = list(self._fm.values())                  # in the order of `pruned_layers`, for one multiply per step
+        self._fms = list(self._fm.values()) # in pruned_layers' order: one multiply per step
         self._n_pruned = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
-
     def _setup(self, model):
         "Select the layers and derive the masks from the weights that are exactly zero"
         self._layers = prunable_layers(model, self.layers)
@@ -226,11 +224,9 @@ class PruneCallback(Callback):
             warnings.warn(f"PruneCallback: AttrScheduler moves {moved[0]!r} and the callback's schedule ramps it too:"
                           " the target is their product. Pass schedule=None to prune to `sparsity` as it is.")
         on_fit_error(self.learn, self._on_error) # an error escaping the fit: the pruned weights still end at 0
-
     def scheduled_sparsity(self) -> float:
         "The target the schedule sets at this point of training: `sparsity * schedule(pct_train)`"
         return float(self.sparsity) * float(self.schedule(self.learn.pct_train))
-
     def before_batch(self):
         "Take the lottery-ticket snapshot; update the masks when the target changed"
         if self.rewind_iter is not None and self.snapshot is None and self.learn.train_iter >= self.rewind_iter:
@@ -248,7 +244,6 @@ class PruneCallback(Callback):
                               "right for a trained model that the fit retrains (Han et al. 2015), but an untrained "
                               "model is pruned at random. To train first, give pct_start > 0 (or the default, 'agp').")
             self.prune(tgt)
-
     def before_step(self):
         "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"
         if self.criterion == 'taylor': self._accumulate_taylor()
@@ -257,7 +252,6 @@ class PruneCallback(Callback):
         else:
             for g, f in zip(gs, self._fms):
                 if g is not None: g.mul_(f)
-
     @torch.no_grad()
     def _accumulate_taylor(self):
         "Add |grad * w| of this step (unscaled by `MixedPrecision` by now; skipped steps never get here)"
@@ -266,9 +260,7 @@ class PruneCallback(Callback):
             t = (m.weight.grad * m.weight).abs()
             self._taylor[n] = self._taylor[n] + t if n in self._taylor else t
         self._n_acc += 1
-
     def after_step(self): self.apply_masks()
-
     def after_fit(self):
         "Zero the pruned weights exactly, even where a non-finite step made them NaN"
         self.apply_masks(exact=True); off_fit_error(self.learn, self._on_error)
@@ -285,7 +277,6 @@ class PruneCallback(Callback):
         if exact:
             for n, m in self._layers.items(): m.weight.masked_fill_(~self.masks[n], 0.)
         else: torch._foreach_mul_([m.weight for m in self._layers.values()], self._fms)
-
     def scores(self):
         "Per-weight scores of the current criterion, -1 where already pruned"
         if self.criterion == 'taylor' and not self._taylor:
@@ -322,7 +313,6 @@ class PruneCallback(Callback):
         if any(new[n] > old[n] for n in new) and self.snapshot is not None: self.rewind()
         it = getattr(getattr(self, 'learn', None), 'train_iter', None)
         self.hist.append(dict(iter=it, target=sparsity, sparsity=self.measured()))
-
     def measured(self):
         "Share of zeros over the pruned layers' weights"
         ls = self.pruned_layers.values()
