@@ -94,14 +94,19 @@ def _callback(lib, sched, s, kdbook_kw):
     return SparsifyCallback(s, 'weight', 'global', large_final, fresh, layer_type=(nn.Conv1d, nn.Linear)) # a fraction
 
 
-def run(task, clock=time.perf_counter):
-    "One pruning fit of the grid: accuracy, measured sparsity, seconds"
-    lib, sched, model, fit, start, s, seed, kdbook_kw = task
+def _start(model, fit, start, seed):
+    "The Learner a grid fit starts from, in a worker of one thread: the seed's initial model, or its dense model"
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     m = _model(model)
     if start == 'finetune': m.load_state_dict(dense(model, fit, seed)[0])
-    learn = _learner(m)
+    return _learner(m)
+
+
+def run(task, clock=time.perf_counter):
+    "One pruning fit of the grid: accuracy, measured sparsity, seconds"
+    lib, sched, model, fit, start, s, seed, kdbook_kw = task
+    learn = _start(model, fit, start, seed)
     t = _fit(learn, FITS[fit], LR[start], cbs=_callback(lib, sched, s, kdbook_kw), clock=clock)
     from kdbook.prune import sparsity_report
     sp = float(sparsity_report(learn.model).sparsity.iloc[-1])
@@ -168,11 +173,7 @@ def callback_cost(task):
     (fit without callback + kdbook's) / (fit without callback + fasterai's), is free of the machine's drift between
     two fits, which on a shared host is larger than the difference being measured."""
     lib, sched, model, fit, start, s, seed = task
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    m = _model(model)
-    if start == 'finetune': m.load_state_dict(dense(model, fit, seed)[0])
-    learn, cb, inside = _learner(m), _callback(lib, sched, s, {}), [0.]
+    learn, cb, inside = _start(model, fit, start, seed), _callback(lib, sched, s, {}), [0.]
     for ev in _EVENTS:
         f = getattr(type(cb), ev, None)
         if f is None: continue
@@ -243,8 +244,8 @@ def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MO
         runs = runs + [{**r, 'holdout': True} for r in hruns]
     import fastai
     env = dict(torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(), jobs=jobs,
-               threads=1, seeds=seeds, first_seed=first_seed, holdout_seeds=holdout, kdbook_kw=kdbook_kw, seconds=round(time.time() - t0),
-               date=time.strftime('%Y-%m-%d'))
+               threads=1, seeds=seeds, first_seed=first_seed, holdout_seeds=holdout, kdbook_kw=kdbook_kw,
+               seconds=round(time.time() - t0), date=time.strftime('%Y-%m-%d'))
     if not only_kdbook:
         import fasterai; env['fasterai'] = fasterai.__version__
     for r in runs:
