@@ -24,9 +24,10 @@ FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
 # KDBOOK_REQUIRE_BROWSER=1 (.ci/run), so there a missing browser fails instead of skipping silently.
 _NO_BROWSER = (f"Chromium not found at {CHROMIUM}: install Debian's package with `apt-get install -y chromium` "
                f"(or set KDBOOK_CHROMIUM)")
-if not Path(CHROMIUM).exists() and os.environ.get('KDBOOK_REQUIRE_BROWSER'):
+_HAS_BROWSER = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK) # a file there that cannot run is no browser
+if not _HAS_BROWSER and os.environ.get('KDBOOK_REQUIRE_BROWSER'):
     raise RuntimeError(f"KDBOOK_REQUIRE_BROWSER is set but the browser test cannot run: {_NO_BROWSER}")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=_NO_BROWSER)
+pytestmark = pytest.mark.skipif(not _HAS_BROWSER, reason=_NO_BROWSER)
 sync_api = pytest.importorskip('playwright.sync_api', reason="Playwright's Python package is missing: `pip install -e '.[dev]'`")
 
 @pytest.fixture(scope='module')
