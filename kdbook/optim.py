@@ -14,7 +14,8 @@ from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 
 # %% auto #0
-__all__ = ['sum_sqr_grad', 'adagrad_step', 'Adagrad', 'torch_parity', 'l1_params', 'L1Callback', 'gd_dls']
+__all__ = ['sum_sqr_grad', 'adagrad_step', 'Adagrad', 'torch_parity', 'l1_params', 'L1Callback', 'keeps_zeros', 'mask_state',
+           'gd_dls']
 
 # %% ../nbs/04_optim.ipynb #897a230d
 def sum_sqr_grad(p, init_acc=0., sqr_sum=None, **kwargs):
@@ -125,6 +126,39 @@ class L1Callback(Callback):
         for p in self._params:
             t = lrs[id(p)] * self.lam
             p.copy_(p.sign() * (p.abs() - t).clamp_min(0))
+
+# %% ../nbs/04_optim.ipynb #b1e2c3d5
+from fastai.optimizer import (OptimWrapper, average_grad, average_sqr_grad, sgd_step, momentum_step, rms_prop_step,
+                              adam_step, radam_step, qhadam_step, larc_layer_lr, larc_step, lamb_step)
+
+_ZERO_KEEPING = (weight_decay, l2_reg, average_grad, average_sqr_grad, step_stat, sgd_step, momentum_step,
+                 rms_prop_step, adam_step, radam_step, qhadam_step, larc_layer_lr, larc_step, lamb_step,
+                 sum_sqr_grad, adagrad_step)
+_ZERO_KEEPING_TORCH = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad)
+
+def keeps_zeros(
+    opt, # A fastai `Optimizer`, an `OptimWrapper` around a torch optimizer, or anything else (then False)
+) -> bool:
+    "Whether a step of `opt` leaves a weight at exactly 0 when its gradient and its optimizer state are 0"
+    if isinstance(opt, OptimWrapper): known, hypers = type(opt.opt) in _ZERO_KEEPING_TORCH, opt.opt.param_groups
+    elif type(opt) is Optimizer:
+        known, hypers = all(getattr(f, 'func', f) in _ZERO_KEEPING for f in opt.cbs), opt.hypers
+    else: return False
+    return known and all(h.get('eps', 1.) > 0 for h in hypers)
+
+def mask_state(
+    opt,    # A fastai `Optimizer`, an `OptimWrapper`, or None (nothing to do)
+    params, # Parameters
+    masks,  # One mask per parameter, of its shape: 1 (or True) keeps, 0 zeroes
+):
+    "Multiply every optimizer state tensor of each parameter's shape (momentum, squared averages, ...) by its mask"
+    states = {id(s): s for o in (opt, getattr(opt, 'opt', None))     # an OptimWrapper's state is its torch optimizer's
+              if isinstance(s := getattr(o, 'state', None), dict)}
+    for p, mk in zip(params, masks):
+        for st in states.values():
+            for v in st.get(p, {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape: v.mul_(mk.to(v.dtype))
+
 
 # %% ../nbs/04_optim.ipynb #3f690315
 def gd_dls(dls:DataLoaders,      # DataLoaders whose training loader is rebuilt
