@@ -13,7 +13,8 @@ from fastcore.basics import store_attr
 from fastai.torch_core import get_model
 from fastai.callback.core import Callback
 from .models import evaluating
-from .schedules import sparsity_schedule, AGP_STEPS, AttrScheduler
+from .schedules import sparsity_schedule, AttrScheduler
+from .optim import keeps_zeros, mask_state
 from .report import dequantized
 from .compat import on_fit_error, off_fit_error
 
@@ -137,14 +138,6 @@ def compute_masks(
     return masks
 
 # %% ../nbs/06_prune.ipynb #ce2d589d
-def _param_states(opt, p):
-    "The optimizer state dicts of parameter `p` (fastai `Optimizer` or a wrapped torch optimizer)"
-    res = []
-    for o in (opt, getattr(opt, 'opt', None)):
-        st = getattr(o, 'state', None)
-        if isinstance(st, dict) and p in st: res.append(st[p])
-    return res
-
 class PruneCallback(Callback):
     "Prune the weights of the selected layers to `sparsity` along `schedule`; pruned weights stay exactly zero"
     order,run_valid = AttrScheduler.order+5,False # after AttrScheduler, which may move `sparsity`
@@ -160,7 +153,7 @@ class PruneCallback(Callback):
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
         pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: `prune_window`
         pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: likewise
-        agp_steps:int=AGP_STEPS,   # schedule='agp': the masks change this many times (None: at every update)
+        agp_steps='auto',          # 'agp': the masks change this many times; 'auto': `prune_window`; None: every update
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
         rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step
     ):
@@ -176,11 +169,11 @@ class PruneCallback(Callback):
         if rewind_iter is not None and (not isinstance(rewind_iter, int) or rewind_iter < 0):
             raise ValueError(f"rewind_iter must be None or an integer >= 0, got {rewind_iter!r}")
         self._named,self._first_step = isinstance(schedule, str), schedule == 'one_shot' and not pct_start
-        schedule = sparsity_schedule(schedule, rounds, pct_start, pct_end, agp_steps, # the default window follows
-                                     0.9 if sparsity is None else sparsity)           # the final sparsity
+        schedule = sparsity_schedule(schedule, rounds, pct_start, pct_end, agp_steps, # the default window and steps
+                                     0.9 if sparsity is None else sparsity)           # follow the final sparsity
         store_attr()
-        self.masks,self._fm,self._layers,self.snapshot,self.target_sparsity,self.hist = {},{},None,None,None,[]
-        self._taylor,self._n_acc,self._thresholded = {},0,False
+        self.masks,self._layers,self.snapshot,self.target_sparsity,self.hist = {},None,None,None,[]
+        self._taylor,self._n_acc,self._thresholded,self._mask_steps = {},0,False,True
 
     @property
     def mode(self) -> str:
@@ -195,7 +188,7 @@ class PruneCallback(Callback):
     def set_masks(self,
         masks:dict, # Boolean keep-masks (True = kept) by name: one per pruned layer, of its weight's shape and device
     ):
-        "Replace the masks, checked against `pruned_layers`; `apply_masks` then zeroes the weights they prune"
+        "Replace the masks, checked against `pruned_layers`, zeroing the optimizer state they prune; then `apply_masks`"
         ls = self.pruned_layers
         if set(masks) != set(ls):
             raise ValueError(f"set_masks: masks of {sorted(masks)}; the pruned layers are {list(ls)}")
@@ -205,20 +198,26 @@ class PruneCallback(Callback):
             if not ok:
                 got = f"{mk.dtype} {tuple(mk.shape)} on {mk.device}" if torch.is_tensor(mk) else type(mk).__name__
                 raise ValueError(f"set_masks: the mask of {n!r} must be bool {tuple(w.shape)} on {w.device}, got {got}")
-        self.masks = {n: masks[n] for n in ls}
-        self._fm = {n: mk.to(ls[n].weight.dtype) for n, mk in self.masks.items()} # float: 5x faster than bool per step
-        self._fms = list(self._fm.values()) # in pruned_layers' order: one multiply per step
-        self._n_pruned = {n: mk.numel() - int(torch.count_nonzero(mk)) for n, mk in self.masks.items()}
+        self._keep({n: masks[n] for n in ls})
+    @torch.no_grad()
+    def _keep(self, masks):
+        "Store valid `masks`, their float copies (5x faster to multiply) and count; zero the optimizer state they prune"
+        self.masks,self._fms = masks,[mk.to(w.dtype) for mk, w in zip(masks.values(), self._ws)]
+        self._n_pruned = self._n_all - int(sum(torch.count_nonzero(mk) for mk in masks.values()))
+        mask_state(getattr(getattr(self, 'learn', None), 'opt', None), self._ws, self._fms)
     def _setup(self, model):
         "Select the layers and derive the masks from the weights that are exactly zero"
         self._layers = prunable_layers(model, self.layers)
-        self.set_masks({n: m.weight.detach() != 0 for n, m in self._layers.items()})
+        self._ws = [m.weight for m in self._layers.values()] # the same Parameters for the whole fit
+        self._n_all = sum(w.numel() for w in self._ws)
+        self.set_masks({n: w.detach() != 0 for n, w in zip(self._layers, self._ws)})
         self._taylor,self._n_acc = {},0
 
     def before_fit(self):
         "Select the layers; masks from the exact zeros (after `learn.load` too)"
         self._setup(get_model(self.learn.model)) # the module inside a DDP wrapper: layer names as the user knows them
         self.target_sparsity,self._thresholded = None,False
+        self._mask_steps = not keeps_zeros(self.learn.opt) # else masked gradients and zero state keep the zeros
         moved = [k for c in self.learn.cbs if isinstance(c, AttrScheduler) for k in c.keys_for(self, 'sparsity')]
         if moved and self._named:
             warnings.warn(f"PruneCallback: AttrScheduler moves {moved[0]!r} and the callback's schedule ramps it too:"
@@ -243,11 +242,12 @@ class PruneCallback(Callback):
                 warnings.warn("PruneCallback(schedule='one_shot', pct_start=0) prunes at the first step of this fit: "
                               "right for a trained model that the fit retrains (Han et al. 2015), but an untrained "
                               "model is pruned at random. To train first, give pct_start > 0 (or the default, 'agp').")
-            self.prune(tgt)
+            if tgt == 0 and self.target_sparsity is None: self.target_sparsity = 0. # nothing to prune yet
+            else: self.prune(tgt)
     def before_step(self):
         "Taylor: accumulate |grad * w|; then mask the gradients, so no gradient reaches a pruned weight"
         if self.criterion == 'taylor': self._accumulate_taylor()
-        gs = [m.weight.grad for m in self._layers.values()]
+        gs = [w.grad for w in self._ws]
         if all(g is not None for g in gs): torch._foreach_mul_(gs, self._fms) # torch's optimizers' one-call multiply
         else:
             for g, f in zip(gs, self._fms):
@@ -260,7 +260,9 @@ class PruneCallback(Callback):
             t = (m.weight.grad * m.weight).abs()
             self._taylor[n] = self._taylor[n] + t if n in self._taylor else t
         self._n_acc += 1
-    def after_step(self): self.apply_masks()
+    def after_step(self):
+        "Multiply the weights by the masks, unless the optimizer provably keeps them at zero (`keeps_zeros`)"
+        if self._mask_steps: self.apply_masks()
     def after_fit(self):
         "Zero the pruned weights exactly, even where a non-finite step made them NaN"
         self.apply_masks(exact=True); off_fit_error(self.learn, self._on_error)
@@ -276,7 +278,7 @@ class PruneCallback(Callback):
         if not self._layers: return
         if exact:
             for n, m in self._layers.items(): m.weight.masked_fill_(~self.masks[n], 0.)
-        else: torch._foreach_mul_([m.weight for m in self._layers.values()], self._fms)
+        else: torch._foreach_mul_(self._ws, self._fms)
     def scores(self):
         "Per-weight scores of the current criterion, -1 where already pruned"
         if self.criterion == 'taylor' and not self._taylor:
@@ -291,28 +293,22 @@ class PruneCallback(Callback):
     def prune(self,
         sparsity:float=None, # Share of weights to prune; None in threshold mode: the blocks scoring below `threshold`
     ):
-        "Recompute the masks, apply them, zero the optimizer state there; rewind if a snapshot is kept"
+        "Recompute the masks, zero the weights and optimizer state they prune; rewind if a snapshot is kept"
         if sparsity is None and self.mode != 'threshold': raise ValueError("prune: give a sparsity (no threshold)")
         if self._layers is None: self._setup(get_model(self.learn.model))
         old = self._n_pruned
         thr = self.threshold if sparsity is None else None
         masks = compute_masks(self.scores(), sparsity, self.granularity, self.scope, thr)
-        self.set_masks({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
+        self._keep({n: mk & self.masks[n] for n, mk in masks.items()}) # a pruned weight never comes back
         self.apply_masks()
-        opt = getattr(getattr(self, 'learn', None), 'opt', None)
-        if opt is not None:
-            for n, m in self._layers.items():
-                for st in _param_states(opt, m.weight):
-                    for v in st.values():
-                        if torch.is_tensor(v) and v.shape == m.weight.shape: v.mul_(self._fm[n].to(v.dtype))
         self._taylor,self._n_acc = {},0
         if sparsity is None: self._thresholded = True
         else: self.target_sparsity = sparsity
         new = self._n_pruned
-        if new == old: return # nothing changed: no rewind, no history entry
-        if any(new[n] > old[n] for n in new) and self.snapshot is not None: self.rewind()
+        if new == old: return # nothing changed: no rewind, no history entry (masks only lose weights here)
+        if self.snapshot is not None: self.rewind()
         it = getattr(getattr(self, 'learn', None), 'train_iter', None)
-        self.hist.append(dict(iter=it, target=sparsity, sparsity=self.measured()))
+        self.hist.append(dict(iter=it, target=sparsity, sparsity=new / self._n_all))
     def measured(self):
         "Share of zeros over the pruned layers' weights"
         ls = self.pruned_layers.values()

@@ -19,9 +19,8 @@ from fastai.callback.tracker import SaveModelCallback
 from .compat import annealer
 
 # %% auto #0
-__all__ = ['PRUNE_SCHEDULES', 'PRUNE_WINDOWS', 'AGP_STEPS', 'sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup',
-           'SchedWarmup', 'SchedWindow', 'prune_window', 'sparsity_schedule', 'SchedOneCycle', 'plot_scheds',
-           'AttrScheduler']
+__all__ = ['PRUNE_SCHEDULES', 'PRUNE_WINDOWS', 'sched_agp', 'SchedAgp', 'sched_step', 'SchedStep', 'sched_warmup', 'SchedWarmup',
+           'SchedWindow', 'prune_window', 'sparsity_schedule', 'SchedOneCycle', 'plot_scheds', 'AttrScheduler']
 
 # %% ../nbs/01_schedules.ipynb #3d19f513
 def sched_agp(start, end, pos):
@@ -88,23 +87,23 @@ class SchedWindow:
 
 # %% ../nbs/01_schedules.ipynb #a8f08d0e
 PRUNE_SCHEDULES = ('one_shot', 'iterative', 'agp') # The named schedules of `sparsity_schedule`
-PRUNE_WINDOWS = {0.5: (0.4, 0.8), 0.9: (0.3, 0.7)} # Measured default windows (pct_start, pct_end), by final sparsity
-AGP_STEPS = 32 # Default number of AGP pruning steps (Zhu & Gupta's n) over the window
+PRUNE_WINDOWS = {0.5: (0.4, 0.8, 16), 0.9: (0.3, 0.7, 32)} # Measured (pct_start, pct_end, AGP steps), by sparsity
 
 def prune_window(
     sparsity:float, # The final sparsity of the schedule, in [0, 1)
 ) -> tuple:
-    "Default (pct_start, pct_end) of a named schedule: `PRUNE_WINDOWS` interpolated linearly, the nearest outside them"
+    "Default (pct_start, pct_end, agp_steps) of a named schedule: `PRUNE_WINDOWS` interpolated, the nearest outside"
     xs = sorted(PRUNE_WINDOWS)
-    return tuple(round(float(np.interp(sparsity, xs, [PRUNE_WINDOWS[x][i] for x in xs])), 6) for i in (0, 1))
+    start, end, steps = (float(np.interp(sparsity, xs, [PRUNE_WINDOWS[x][i] for x in xs])) for i in range(3))
+    return round(start, 6), round(end, 6), round(steps)
 
 def sparsity_schedule(
     schedule='agp',       # 'agp', 'iterative', 'one_shot', a function f(pos) used as it is, or None (always 1)
     rounds:int=3,         # Number of jumps of 'iterative'
     pct_start:float=None, # Named schedules: pruning starts here; None: `prune_window(sparsity)[0]`
     pct_end:float=None,   # 'agp', 'iterative': the final sparsity is reached here; None: `prune_window(sparsity)[1]`
-    agp_steps:int=AGP_STEPS, # 'agp': the masks change this many times over the window (None: at every batch)
-    sparsity:float=0.9,   # The final sparsity, which places the default window
+    agp_steps='auto',     # 'agp': the masks change this many times; 'auto': `prune_window(sparsity)[2]`; None: always
+    sparsity:float=0.9,   # The final sparsity, which sets the default window and steps
 ):
     "The share of the final sparsity reached at each `pct_train`: a named schedule placed in its window"
     if schedule is None or callable(schedule):
@@ -125,6 +124,9 @@ def sparsity_schedule(
     if not 0 <= start < end <= 1:
         raise ValueError(f"the pruning window needs 0 <= pct_start < pct_end <= 1, got pct_start={start!r}, "
                          f"pct_end={end!r}")
+    if isinstance(agp_steps, str) and agp_steps == 'auto': agp_steps = window[2]
+    elif agp_steps is not None and (not isinstance(agp_steps, int) or agp_steps < 1):
+        raise ValueError(f"agp_steps must be 'auto', None (a step at every batch) or an int >= 1, got {agp_steps!r}")
     if schedule == 'agp': return SchedWindow(SchedAgp(0., 1.), start, end, agp_steps)
     return SchedWindow(SchedStep(0., 1., rounds), start, end)
 
