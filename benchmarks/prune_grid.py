@@ -222,16 +222,18 @@ def holdout_rows(runs, rows):
     return res
 
 
-def recheck(rows, first_seed, seeds=3, jobs=2):
-    """kdbook's default and the fasterai schedule each cell of `rows` selected, on seeds that no choice of either
-    side has seen (drawn after every default was fixed): one more check, free of selection"""
+def recheck(rows, first_seed, seeds=3, jobs=2, kdbook_kw=None):
+    """kdbook's default and the fasterai schedule each cell of `rows` selected, run again on `seeds` seeds from
+    `first_seed`, on which no choice was made: (one row per cell, from `holdout_rows`; the runs)"""
     sds = range(first_seed, first_seed + seeds)
     with mp.get_context('fork').Pool(jobs) as pool:
-        for key, val in pool.map(dense_run, list(itertools.product(MODELS, FITS, sds))): _dense_cache[key] = val
-    tasks = [(lib, sc, r['model'], r['fit'], r['start'], r['sparsity'], seed, {}) for r in rows for seed in sds
-             for lib, sc in (('kdbook', 'default'), ('fasterai', r['fasterai_best']))]
-    with mp.get_context('fork').Pool(jobs) as pool: runs = pool.map(run, tasks, chunksize=1)
-    return holdout_rows(runs, rows)
+        for key, val in pool.map(dense_run, sorted({(r['model'], r['fit'], sd) for r in rows for sd in sds})):
+            _dense_cache[key] = val
+    libs = lambda r: [('kdbook', 'default')] + ([('fasterai', r['fasterai_best'])] if 'fasterai_best' in r else [])
+    tasks = [(lib, sc, r['model'], r['fit'], r['start'], r['sparsity'], seed, kdbook_kw or {})
+             for r in rows for seed in sds for lib, sc in libs(r)]
+    with mp.get_context('fork').Pool(jobs) as pool: runs = pool.map(run, tasks, chunksize=1) # dense models inherited
+    return holdout_rows(runs, rows), runs
 
 
 def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MODELS, fits=tuple(FITS), holdout=0,
@@ -245,7 +247,7 @@ def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MO
     t0 = time.time()
     with mp.get_context('fork').Pool(jobs) as pool:
         for key, val in pool.map(dense_run, list(itertools.product(models, fits,
-                                                                   range(first_seed, first_seed + seeds + holdout)))):
+                                                                   range(first_seed, first_seed + seeds)))):
             _dense_cache[key] = val
     denses = [dict(model=m, fit=f, seed=sd, acc=v[1], seconds=v[2]) for (m, f, sd), v in _dense_cache.items()
               if sd < first_seed + seeds]
@@ -253,11 +255,7 @@ def main(seeds=3, jobs=2, only_kdbook=False, kdbook_kw=None, out=None, models=MO
     rows = summarize(runs, denses)
     held = []
     if holdout:                              # seeds never used to select fasterai's schedule
-        tasks = [(lib, sc, r['model'], r['fit'], r['start'], r['sparsity'], seed, kdbook_kw)
-                 for r in rows for seed in range(first_seed + seeds, first_seed + seeds + holdout)
-                 for lib, sc in [('kdbook', 'default')] + ([('fasterai', r['fasterai_best'])] if 'fasterai_best' in r else [])]
-        with mp.get_context('fork').Pool(jobs) as pool: hruns = pool.map(run, tasks, chunksize=1)
-        held = holdout_rows(hruns, rows)
+        held, hruns = recheck(rows, first_seed + seeds, holdout, jobs, kdbook_kw)
         runs = runs + [{**r, 'holdout': True} for r in hruns]
     import fastai
     env = dict(torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(), jobs=jobs,
@@ -305,7 +303,7 @@ if __name__ == '__main__':
         raise SystemExit
     if a.recheck is not None:
         res = json.loads(Path(a.out).read_text())
-        res['recheck'] = dict(rows=recheck(res['rows'], a.recheck, a.seeds, a.jobs), first_seed=a.recheck,
+        res['recheck'] = dict(rows=recheck(res['rows'], a.recheck, a.seeds, a.jobs)[0], first_seed=a.recheck,
                               seeds=a.seeds, date=time.strftime('%Y-%m-%d'))
         Path(a.out).write_text(json.dumps(res, indent=1))
         import pandas as pd
