@@ -96,7 +96,7 @@ def run(a):
         round_to_half(shared)
         path = Path(a.out)/f'{a.net}_seed{a.seed}_{"kd" if kd else "plain"}.kdbc'
         path.parent.mkdir(parents=True, exist_ok=True)
-        n = save_compressed(shared, path)
+        n = save_compressed(shared, path).nbytes
         loaded = acc(load_compressed(path))
         res = dict(part='lenet', net=a.net, seed=a.seed, kd=kd, params=count_params(dense), teacher_acc=round(t_acc, 4),
                    dense_acc=round(acc(dense), 4), P_acc=round(acc(pruned), 4), PQ_acc=round(acc(shared), 4),

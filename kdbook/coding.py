@@ -6,14 +6,43 @@ Docs: https://kdbook.github.io/kdbook/coding.html.md"""
 
 # %% ../nbs/11_coding.ipynb #5f2add5a
 from __future__ import annotations
-import heapq, lzma, zlib
+import heapq, lzma, math, zlib
 from collections import OrderedDict
-import numpy as np
+from fractions import Fraction
+import numpy as np, torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['CODERS', 'huffman_lengths', 'huffman_encode', 'huffman_decode', 'ByteWriter', 'ByteReader', 'describe_model',
-           'build_model']
+__all__ = ['MAX_PARAMS', 'MAX_LAYERS', 'MAX_DEPTH', 'MAX_DESCRIPTION', 'MAX_CODE_LENGTH', 'LZMA_MEMLIMIT', 'CODERS',
+           'StoredModelError', 'inflate', 'huffman_lengths', 'huffman_encode', 'huffman_decode', 'ByteWriter',
+           'ByteReader', 'describe_model', 'check_description', 'build_model']
+
+# %% ../nbs/11_coding.ipynb #f01e3b43
+class StoredModelError(ValueError):
+    "Bytes that are not an intact stored model, whatever is wrong with them: the one error kdbook's loader raises"
+
+MAX_PARAMS = 2**24       # values (parameters and buffers) a stored model may declare unless the caller allows more
+MAX_LAYERS = 4096        # modules, `nn.Sequential`s included, a model description may hold
+MAX_DEPTH = 32           # `nn.Sequential`s nested in one another
+MAX_DESCRIPTION = 2**20  # bytes of JSON a model description may inflate to
+MAX_CODE_LENGTH = 57     # bits of the longest Huffman code (decoded in a 64-bit window)
+LZMA_MEMLIMIT = 2**27    # bytes LZMA's decoder may take; the writer's preset 9 (a 64 MiB dictionary) needs 65 MiB
+
+def inflate(
+    data:bytes, # A zlib stream, or an xz stream ('lzma')
+    coder:str,  # 'zlib' or 'lzma'
+    limit:int,  # Most bytes it may decompress to
+) -> bytes:
+    "`data` decompressed, never past `limit` bytes; `StoredModelError` for a longer, cut or corrupt stream"
+    d = zlib.decompressobj() if coder == 'zlib' else lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
+    try: out = d.decompress(data, limit + 1) # the decoders stop there: a bomb never expands
+    except (zlib.error, lzma.LZMAError) as e: raise StoredModelError(f"corrupt {coder} stream: {e}") from None
+    if len(out) > limit:
+        raise StoredModelError(f"the {coder} stream inflates past the {limit:,} bytes it may hold "
+                               f"(a decompression bomb?)")
+    if not d.eof: raise StoredModelError(f"the {coder} stream ends before its end (truncated?)")
+    if d.unused_data: raise StoredModelError(f"{len(d.unused_data)} bytes follow the end of a {coder} stream")
+    return out
 
 # %% ../nbs/11_coding.ipynb #1f4987e3
 def huffman_lengths(
@@ -57,40 +86,47 @@ def huffman_encode(
     return np.packbits(bits.astype(np.uint8)).tobytes(), n_bits
 
 # %% ../nbs/11_coding.ipynb #59467ff7
+def _sym_dtype(n_alpha): return np.uint8 if n_alpha <= 256 else np.uint16 if n_alpha <= 65536 else np.uint32
+
+def _kraft(lengths):
+    "Kraft's sum of code lengths (>= 1), exactly: 1 for a complete code, more than 1 for no prefix code"
+    L = int(lengths.max())
+    return Fraction(sum(int(c) << (L - k) for k, c in enumerate(np.bincount(lengths)) if c), 1 << L)
+
 def huffman_decode(
     data:bytes,         # Packed bits from `huffman_encode`
     n_bits:int,         # Number of bits used
-    lengths:np.ndarray, # Code length of each symbol
+    lengths:np.ndarray, # Code length of each symbol, 1 to `MAX_CODE_LENGTH`, a prefix code
     n:int,              # Number of symbols to decode
-    chunk:int=1<<20,    # Bit positions decoded per vectorised step
+    chunk:int=1<<18,    # Bit positions decoded per vectorised step (its temporaries take ~80 bytes each)
 ) -> np.ndarray:
-    "The `n` symbols coded in `data`; `ValueError` when the bits run out or do not form a code"
+    "The `n` symbols coded in `data`; `StoredModelError` when the code table or the bits are no code of `n` symbols"
+    lengths = np.asarray(lengths, np.int64)
+    if not len(lengths) or lengths.min() < 1 or lengths.max() > MAX_CODE_LENGTH:
+        raise StoredModelError(f"corrupt code table: code lengths must lie in 1..{MAX_CODE_LENGTH}")
+    if _kraft(lengths) > 1: raise StoredModelError("corrupt code table: more codes than a prefix code can have")
+    if len(data) * 8 < n_bits: raise StoredModelError("truncated Huffman stream")
+    if n * int(lengths.min()) > n_bits:
+        raise StoredModelError(f"a Huffman stream of {n_bits:,} bits cannot hold {n:,} symbols")
     _, order = _canonical(lengths)
-    L = int(lengths.max())
-    cnt = np.bincount(lengths, minlength=L + 1)
-    first, off, code = np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64), 0 # first code and rank of each length
-    for k in range(2, L + 1):
-        code = (code + cnt[k - 1]) << 1
-        first[k], off[k] = code, cnt[1:k].sum()
-    bits = np.unpackbits(np.frombuffer(data, np.uint8))
-    if len(bits) < n_bits: raise ValueError("truncated Huffman stream")
-    bits = np.concatenate([bits[:n_bits], np.zeros(L, np.uint8)]).astype(np.int64)
-    out, p, i = np.empty(n, np.int64), 0, 0
+    L, ls = int(lengths.max()), lengths[order]
+    starts = np.cumsum(np.concatenate([[0], 1 << (L - ls)])) # codes in order fill consecutive ranges of L-bit windows
+    bits = np.concatenate([np.unpackbits(np.frombuffer(data, np.uint8), count=n_bits), np.zeros(L, np.uint8)])
+    out, i, p = np.empty(n, _sym_dtype(len(lengths))), 0, 0 # symbols in their smallest dtype, written chunk by chunk
     while i < n:
-        if p >= n_bits: raise ValueError("Huffman stream ends before its last symbol")
+        if p >= n_bits: raise StoredModelError("Huffman stream ends before its last symbol")
         hi = min(p + chunk, n_bits)
-        w = np.zeros(hi - p, np.int64)
-        for j in range(L): w = (w << 1) | bits[p + j:hi + j]
-        sym, ln = np.full(hi - p, -1, np.int64), np.zeros(hi - p, np.int64)
-        for k in range(L, 0, -1): # the shortest length whose range holds the window's first k bits wins
-            v = (w >> (L - k)) - first[k]
-            hit = (v >= 0) & (v < cnt[k])
-            sym[hit], ln[hit] = order[np.clip(off[k] + v[hit], 0, len(order) - 1)], k
-        sym, ln, base = sym.tolist(), ln.tolist(), p
-        while i < n and p < hi:
-            if sym[p - base] < 0: raise ValueError("corrupt Huffman stream: bits that are no code")
-            out[i] = sym[p - base]; i += 1; p += ln[p - base]
-    if p != n_bits: raise ValueError(f"Huffman stream holds {n_bits} bits, its {n} symbols use {p}")
+        seg, w = bits[p:hi + L].astype(np.int64), np.zeros(hi - p, np.int64) # 64-bit copies of one chunk only
+        for j in range(L): w = (w << 1) | seg[j:j + hi - p]                   # the L bits from each position on
+        c = np.minimum(np.searchsorted(starts, w, side='right') - 1, len(order)) # the code each window starts with
+        sym, ln = np.append(order, -1)[c].tolist(), np.append(ls, 0)[c].tolist() # -1: past the last code, no code
+        got, base, m = [], p, n - i
+        while m and p < hi:
+            q = p - base
+            if sym[q] < 0: raise StoredModelError("corrupt Huffman stream: bits that are no code")
+            got.append(sym[q]); p += ln[q]; m -= 1
+        out[i:i + len(got)] = got; i += len(got)
+    if p != n_bits: raise StoredModelError(f"Huffman stream holds {n_bits} bits, its {n} symbols use {p}")
     return out
 
 # %% ../nbs/11_coding.ipynb #eae9d096
@@ -104,7 +140,6 @@ def _pack_lengths(lens):
     return b'\x08' + lens.astype(np.uint8).tobytes()
 
 def _fixed_bits(n_alpha): return max(1, (n_alpha - 1).bit_length())
-def _sym_dtype(n_alpha): return np.uint8 if n_alpha <= 256 else np.uint16 if n_alpha <= 65536 else np.uint32
 
 class ByteWriter:
     "Writes a compressed model's bytes: varints, raw byte strings and coded symbol streams"
@@ -135,11 +170,23 @@ class ByteWriter:
             self.raw(zlib.compress(b, 9) if coder == 'zlib' else lzma.compress(b, preset=9))
 
 # %% ../nbs/11_coding.ipynb #25934bd1
+def _fixed_decode(data, n, b):
+    "`n` symbols of `b` bits each, packed as `huffman_encode` packs a code whose lengths are all `b`"
+    out, step = np.empty(n, _sym_dtype(1 << b)), 1 << 20 # a multiple of 8 symbols: every step starts on a byte
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=s * b // 8), count=m * b).reshape(m, b)
+        v = np.zeros(m, np.int64)
+        for j in range(b): v = (v << 1) | bits[:, j]
+        out[s:s + m] = v
+    return out
+
 class ByteReader:
-    "Reads what `ByteWriter` wrote; `ValueError` when the bytes run out or do not make sense"
-    def __init__(self, buf:bytes): self.buf, self.p = buf, 0
+    "Reads what `ByteWriter` wrote; `StoredModelError` when the bytes run out or do not make sense"
+    def __init__(self, buf:bytes): self.buf, self.p = memoryview(buf), 0 # views: reading copies nothing
+    def left(self) -> int: return len(self.buf) - self.p # Bytes not read yet
     def take(self, n:int) -> bytes: # The next `n` bytes
-        if self.p + n > len(self.buf): raise ValueError("the file ends early (truncated?)")
+        if n > self.left(): raise StoredModelError("the file ends early (truncated?)")
         self.p += n
         return self.buf[self.p - n:self.p]
     def uint(self) -> int:
@@ -147,37 +194,42 @@ class ByteReader:
         while True:
             b = self.take(1)[0]; v |= (b & 0x7f) << shift; shift += 7
             if not b & 0x80: return v
-            if shift > 63: raise ValueError("corrupt varint")
-    def raw(self) -> bytes: return self.take(self.uint())
+            if shift > 63: raise StoredModelError("corrupt varint")
+    def raw(self) -> bytes: return self.take(self.uint()) # Bytes of a length given first
     def lengths(self, n:int) -> np.ndarray: # `n` code lengths of `_pack_lengths`
         flag = self.take(1)[0]
         if flag == 8: return np.frombuffer(self.take(n), np.uint8).astype(np.int64)
-        if flag != 4: raise ValueError("corrupt code table")
+        if flag != 4: raise StoredModelError("corrupt code table")
         b = np.frombuffer(self.take((n + 1) // 2), np.uint8).astype(np.int64)
         return np.stack([b >> 4, b & 15], 1).reshape(-1)[:n]
     def symbols(self,
         n:int,       # Number of symbols to read
         n_alpha:int, # Size of their alphabet
     ) -> np.ndarray:
-        "The `n` symbols of a stream that `ByteWriter.symbols` wrote"
+        "The `n` symbols (smallest unsigned dtype) that `ByteWriter.symbols` wrote, checked to lie in `[0, n_alpha)`"
         tag = self.take(1)[0]
-        if tag >= len(CODERS): raise ValueError(f"unknown coder {tag}")
-        if CODERS[tag] == 'huffman':
-            if self.uint() != n_alpha: raise ValueError("code table of the wrong size")
+        if tag >= len(CODERS): raise StoredModelError(f"unknown coder {tag}")
+        coder = CODERS[tag]
+        if coder == 'huffman':
+            if self.uint() != n_alpha: raise StoredModelError("code table of the wrong size")
             lens = self.lengths(n_alpha)
             n_bits, alpha = self.uint(), np.flatnonzero(lens)
-            if not n: return alpha[:0]
-            if not len(alpha): raise ValueError("empty code table")
+            alpha = alpha.astype(_sym_dtype(n_alpha))
+            if not n:
+                if n_bits: raise StoredModelError("an empty Huffman stream that holds bits")
+                return alpha[:0]
+            if not len(alpha): raise StoredModelError("empty code table")
+            if _kraft(lens[alpha]) != (Fraction(1, 2) if len(alpha) == 1 else 1): # what huffman_lengths makes
+                raise StoredModelError("corrupt code table: not a complete Huffman code")
             return alpha[huffman_decode(self.take((n_bits + 7) // 8), n_bits, lens[alpha], n)]
-        if CODERS[tag] == 'fixed':
-            if not n: return np.zeros(0, np.int64)
+        if coder == 'fixed':
             b = _fixed_bits(n_alpha)
-            return huffman_decode(self.take((n * b + 7) // 8), n * b, np.full(n_alpha, b), n)
-        b = self.raw()
-        try: b = zlib.decompress(b) if CODERS[tag] == 'zlib' else lzma.decompress(b)
-        except (zlib.error, lzma.LZMAError) as e: raise ValueError(f"corrupt {CODERS[tag]} stream: {e}") from None
-        res = np.frombuffer(b, _sym_dtype(n_alpha)).astype(np.int64)
-        if len(res) != n or (n and res.max() >= n_alpha): raise ValueError("symbol stream of the wrong length")
+            res = _fixed_decode(self.take((n * b + 7) // 8), n, b)
+        else:
+            dt = np.dtype(_sym_dtype(n_alpha))
+            res = np.frombuffer(inflate(self.raw(), coder, n * dt.itemsize), dt)
+            if len(res) != n: raise StoredModelError("symbol stream of the wrong length")
+        if n and res.max() >= n_alpha: raise StoredModelError("a symbol outside its alphabet")
         return res
 
 # %% ../nbs/11_coding.ipynb #6fb7433e
@@ -210,14 +262,103 @@ def describe_model(
                          f"{type(model).__name__} is not one of them: rebuild the model as an nn.Sequential of those")
     return [type(model).__name__, [_arg(model, a) for a in _ARCH[type(model)]]]
 
+# Argument checks: each attribute's allowed values, given the layer's number of spatial dimensions `d`
+def _int(v, lo=1, hi=2**31 - 1): return type(v) is int and lo <= v <= hi
+def _ints(v, d, lo=1): return _int(v, lo) or type(v) is list and len(v) == d and all(_int(x, lo) for x in v)
+def _num(v, lo, hi): return type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi
+_SIZE = lambda v, d: _int(v)
+_FLAG = lambda v, d: type(v) is bool
+_CHECKS = dict(in_features=_SIZE, out_features=_SIZE, in_channels=_SIZE, out_channels=_SIZE, num_features=_SIZE,
+    groups=_SIZE, kernel_size=_ints, stride=_ints, dilation=_ints,
+    padding=lambda v, d: _ints(v, d, 0) or v in ('same', 'valid'),
+    output_size=lambda v, d: v is None or _int(v) or type(v) is list and len(v) == d and
+                             all(x is None or _int(x) for x in v),
+    bias=_FLAG, affine=_FLAG, track_running_stats=_FLAG, return_indices=_FLAG, ceil_mode=_FLAG, count_include_pad=_FLAG,
+    inplace=_FLAG, padding_mode=lambda v, d: v in ('zeros', 'reflect', 'replicate', 'circular'),
+    eps=lambda v, d: _num(v, 1e-38, 1e38) and v > 0, momentum=lambda v, d: v is None or _num(v, 0, 1),
+    p=lambda v, d: _num(v, 0, 1), start_dim=lambda v, d: _int(v, -16, 16), end_dim=lambda v, d: _int(v, -16, 16),
+    approximate=lambda v, d: v in ('none', 'tanh'))
+
+def _layer_tensors(kind, a, d):
+    "Name and shape of each tensor in the state_dict of a layer of type `kind` with the checked arguments `a`"
+    if kind == 'Linear':
+        return [('weight', (a['out_features'], a['in_features']))] + [('bias', (a['out_features'],))] * a['bias']
+    if kind.startswith('Conv'):
+        k = tuple(a['kernel_size']) if type(a['kernel_size']) is list else (a['kernel_size'],) * d
+        return [('weight', (a['out_channels'], a['in_channels'] // a['groups'], *k))] + \
+               [('bias', (a['out_channels'],))] * a['bias']
+    if kind.startswith('BatchNorm'):
+        v = (a['num_features'],)
+        return [('weight', v), ('bias', v)] * a['affine'] + \
+               [('running_mean', v), ('running_var', v), ('num_batches_tracked', ())] * a['track_running_stats']
+    return []
+
+_TAKEN = frozenset(dir(nn.Sequential)) # names a child cannot have: nn.Sequential's methods and attributes
+
+def _check_name(name, seen, where):
+    if not (type(name) is str and 0 < len(name) <= 64 and name.isascii() and (name.isidentifier() or name.isdecimal())):
+        raise StoredModelError(f"{_at(where)}: a child's name must be a Python identifier or a number, "
+                               f"got {repr(name)[:70]}")
+    if name in seen or name in _TAKEN:
+        raise StoredModelError(f"{_at(where)}: the child name {name!r} is repeated or shadows an attribute of "
+                               f"nn.Sequential")
+    seen.add(name)
+
+def _at(where): return where.rstrip('.')[:100] or 'the model' # a layer's place, for messages
+
+def check_description(
+    desc,                      # A model description, as `describe_model` writes it and `json.loads` reads it
+    max_params:int=MAX_PARAMS, # Most values (parameters and buffers) it may declare; None for no limit
+) -> dict:
+    "`{name: (shape, dtype)}` of each tensor `desc` declares, once all of it is checked; else `StoredModelError`"
+    n_layers = n_values = 0
+    spec, todo, dtype = {}, [(desc, '', 0)], torch.get_default_dtype()
+    while todo:
+        d, where, depth = todo.pop()
+        if (n_layers := n_layers + 1) > MAX_LAYERS: raise StoredModelError(f"more than {MAX_LAYERS:,} layers")
+        if not (type(d) is list and len(d) == 2 and type(d[0]) is str and type(d[1]) is list):
+            raise StoredModelError(f"Not a model description that build_model can build: {_at(where)} is "
+                                   f"{repr(d)[:70]}, not [type name, arguments]")
+        kind, args = d
+        if kind == 'Sequential':
+            if depth >= MAX_DEPTH: raise StoredModelError(f"{_at(where)}: more than {MAX_DEPTH} nested nn.Sequentials")
+            seen = set()
+            for c in args:
+                if not (type(c) is list and len(c) == 2):
+                    raise StoredModelError(f"{_at(where)}: a child is not [name, layer]")
+                _check_name(c[0], seen, where)
+            todo += [(c[1], where + c[0] + '.', depth + 1) for c in reversed(args)] # the first child pops first
+            continue
+        if kind not in _BY_NAME:
+            raise StoredModelError(f"{_at(where)}: {repr(kind)[:70]} is not a layer type a stored model may hold")
+        attrs, dim = _ARCH[_BY_NAME[kind]], int(kind[-2]) if kind[-2:] in ('1d', '2d') else 1
+        if len(args) != len(attrs):
+            raise StoredModelError(f"{_at(where)}: {kind} takes {len(attrs)} arguments {attrs}, got {len(args)}")
+        for a, v in zip(attrs, args):
+            if not _CHECKS[a](v, dim): raise StoredModelError(f"{_at(where)}: {kind}'s {a} cannot be {repr(v)[:70]}")
+        a = dict(zip(attrs, args))
+        if 'groups' in a and (a['in_channels'] % a['groups'] or a['out_channels'] % a['groups']):
+            raise StoredModelError(f"{_at(where)}: {kind}'s groups={a['groups']} does not divide its channels")
+        for name, shape in _layer_tensors(kind, a, dim):
+            n_values += math.prod(shape) # Python's integers: no overflow, however large the sizes
+            if max_params is not None and n_values > max_params:
+                raise StoredModelError(f"the model declares more than {max_params:,} values (parameters and "
+                                       f"buffers); pass max_params= a larger number to load a model this large "
+                                       f"from a source you trust")
+            spec[where + name] = torch.Size(shape), torch.int64 if name == 'num_batches_tracked' else dtype
+    return spec
+
+def _build(desc):
+    kind, args = desc
+    if kind == 'Sequential': return nn.Sequential(OrderedDict((n, _build(d)) for n, d in args))
+    return _BY_NAME[kind](*[tuple(a) if isinstance(a, list) else a for a in args])
+
 def build_model(
-    desc:list, # A description from `describe_model`
+    desc:list,                 # A description from `describe_model`
+    max_params:int=MAX_PARAMS, # Most values it may declare (`check_description`); None for no limit
 ) -> nn.Module:
-    "The model that `desc` describes, freshly initialised; `ValueError` for any type outside `describe_model`'s table"
-    try:
-        kind, args = desc
-        if kind == 'Sequential': return nn.Sequential(OrderedDict((str(n), build_model(d)) for n, d in args))
-        if kind not in _BY_NAME: raise ValueError(f"{kind!r} is not a layer type a stored model may hold")
-        return _BY_NAME[kind](*[tuple(a) if isinstance(a, list) else a for a in args])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"Not a model description that build_model can build ({e}): {str(desc)[:200]}") from None
+    "The model that `desc` describes, freshly initialised, once `check_description` passed it; else `StoredModelError`"
+    check_description(desc, max_params)
+    try: return _build(desc)
+    except (TypeError, ValueError, RuntimeError) as e: # torch's own checks, e.g. padding='same' with a stride
+        raise StoredModelError(f"Not a model description that build_model can build ({e}): {str(desc)[:200]}") from None

@@ -6,19 +6,21 @@ Docs: https://kdbook.github.io/kdbook/compress.html.md"""
 
 # %% ../nbs/12_compress.ipynb #ab4a2103
 from __future__ import annotations
-import copy, json, struct, zlib
+import copy, hashlib, json, re, struct, warnings, zlib
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastai.callback.core import Callback
 from .models import as_module
 from .prune import prunable_layers
-from .coding import CODERS, ByteWriter, ByteReader, describe_model, build_model
+from .coding import (CODERS, MAX_PARAMS, MAX_LAYERS, MAX_DESCRIPTION, StoredModelError, ByteWriter, ByteReader,
+                           describe_model, check_description, build_model, inflate)
 
 # %% auto #0
 __all__ = ['PAPER_BITS', 'MAGIC', 'kmeans_1d', 'share_weights', 'WeightShareCallback', 'fold_batchnorm', 'round_to_half',
-           'to_compressed', 'from_compressed', 'save_compressed', 'load_compressed', 'storage_report']
+           'to_compressed', 'from_compressed', 'StoredFile', 'save_compressed', 'load_compressed', 'storage_report']
 
 # %% ../nbs/12_compress.ipynb #a9ea8e54
 def kmeans_1d(
@@ -213,34 +215,52 @@ def _encode(w, t, coder):
     w.buf += min(cands, key=len)
 
 def _frombytes(b, dt, m):
-    if len(b) != m * dt.itemsize: raise ValueError("a tensor's data has the wrong size")
-    return torch.frombuffer(bytearray(b), dtype=dt).clone() if m else torch.empty(0, dtype=dt)
+    if len(b) != m * dt.itemsize: raise StoredModelError("a tensor's data has the wrong size")
+    return torch.frombuffer(bytearray(b), dtype=dt) if m else torch.empty(0, dtype=dt) # owns its bytearray
+
+def _min_bytes(shape, dtype):
+    "Fewest bytes any encoding takes for a tensor of `shape` and `dtype`: its tag, a byte per integer, 2 per float"
+    n = shape.numel()
+    return 1 + (0 if not n else min(2 * n, 8) if dtype.is_floating_point else n) # sparse: few bytes for many zeros
 
 def _decode(r, ref):
-    "The tensor of `ref`'s shape and dtype that `_encode` wrote"
+    "The tensor of `ref`'s shape and dtype that `_encode` wrote, each size checked against the bytes left first"
     enc, n = r.take(1)[0], ref.numel()
-    if enc >= len(_ENC): raise ValueError(f"unknown tensor encoding {enc}")
+    if enc >= len(_ENC): raise StoredModelError(f"unknown tensor encoding {enc}")
     enc = _ENC[enc]
+    if enc not in (('raw', 'half', 'shared', 'sparse') if ref.is_floating_point() else ('raw', 'ints')) or \
+       enc == 'half' and ref.dtype != torch.float32 or enc == 'shared' and n < 2:
+        raise StoredModelError(f"a {ref.dtype} tensor of {n} values in encoding {enc!r}, which the writer never uses")
     def values(m):
         half, book = r.take(1)[0], r.take(1)[0]
+        if half > 1 or book > 1 or half and ref.dtype != torch.float32: raise StoredModelError("corrupt value flags")
         dt = torch.float16 if half else ref.dtype
         if not book: return _frombytes(r.take(m * dt.itemsize), dt, m).to(ref.dtype)
         b = r.raw()
-        u = _frombytes(b, dt, len(b) // dt.itemsize)
-        return u[torch.from_numpy(r.symbols(m, len(u)))].to(ref.dtype)
+        k = len(b) // dt.itemsize
+        if not 1 <= k < m // 2: raise StoredModelError(f"a codebook of {k} values for {m} values") # as the writer
+        cb, idx = _frombytes(b, dt, k).numpy(), r.symbols(m, k)
+        res = np.empty(m, cb.dtype)
+        for s in range(0, m, 1 << 20): res[s:s + (1 << 20)] = cb[idx[s:s + (1 << 20)]] # numpy widens each index
+        return torch.from_numpy(res).to(ref.dtype)
     if enc == 'raw':
         t = _frombytes(r.take(n * ref.element_size()) if ref.is_floating_point() else r.raw(), ref.dtype, n)
     elif enc == 'half': t = _frombytes(r.take(2 * n), torch.float16, n).float()
     elif enc == 'ints':
-        t = torch.tensor([(u >> 1) ^ -(u & 1) for u in (r.uint() for _ in range(n))], dtype=torch.int64).to(ref.dtype)
+        if r.left() < n: raise StoredModelError(f"an integer tensor of {n:,} values needs at least {n:,} bytes")
+        v = [(u >> 1) ^ -(u & 1) for u in (r.uint() for _ in range(n))]
+        info = torch.iinfo(ref.dtype)
+        if v and not info.min <= min(v) <= max(v) <= info.max: raise StoredModelError(f"a value outside {ref.dtype}")
+        t = torch.tensor(v, dtype=torch.int64).to(ref.dtype)
     elif enc == 'shared': t = values(n)
     else:
         b = r.take(1)[0]
         n_syms = r.uint()
-        if not 1 <= b <= 8 or n_syms > n + n // (1 << b) + 1: raise ValueError("corrupt sparse tensor header")
+        if not 1 <= b <= 8 or n_syms > n + n // (1 << b) + 1: raise StoredModelError("corrupt sparse tensor header")
         g = r.symbols(n_syms, (1 << b) + 1)
-        pos = np.cumsum(np.where(g == 0, 1 << b, g))[g != 0] - 1
-        if len(pos) and pos[-1] >= n: raise ValueError("a sparse tensor's positions run past its end")
+        if not len(g) or g[-1] == 0: raise StoredModelError("a sparse tensor must end on a value") # as the writer
+        pos = np.cumsum(np.where(g == 0, 1 << b, g), dtype=np.int64)[g != 0] - 1
+        if pos[-1] >= n: raise StoredModelError("a sparse tensor's positions run past its end")
         t = torch.zeros(n, dtype=ref.dtype)
         t[torch.from_numpy(pos)] = values(len(pos))
     return t.reshape(ref.shape)
@@ -256,8 +276,7 @@ def _parts(model, coder):
         raise ValueError(f"{bad[:3]} are not plain tensors (a quantized model?): store the float model, after "
                          f"`share_weights` or `WeightShareCallback` has shared its weights")
     desc = describe_model(model)
-    spec = lambda sd: [(k, v.shape, v.dtype) for k, v in sd.items()]
-    if spec(_state(build_model(desc))) != spec(state):
+    if check_description(desc, max_params=None) != {k: (v.shape, v.dtype) for k, v in state.items()}:
         raise ValueError("The description does not rebuild the model's tensors: was a layer changed after building?")
     encs = {}
     for k, v in state.items():
@@ -278,46 +297,95 @@ def to_compressed(
     "`model` in the stored format: magic, its description, each tensor in its smallest exact encoding, a checksum"
     return _assemble(*_parts(as_module(model), coder))
 
-def from_compressed(
-    data:bytes, # What `to_compressed` returned
-) -> nn.Module:
-    "The stored model, on the CPU in eval mode; `ValueError` for bytes that are not an intact stored model"
-    if not data.startswith(MAGIC):
-        if data[:4] == MAGIC[:4]: raise ValueError(f"A stored model of format version {data[4:5].hex() or '?'}; this "
-                                                   f"kdbook reads version {MAGIC[4]}: upgrade kdbook")
-        raise ValueError("Not a kdbook stored model: it does not start with b'KDBC'. A pickle or torch.save file is "
-                         "never opened here, because unpickling can run code")
-    body, crc = data[len(MAGIC):-4], data[-4:]
-    if len(data) < len(MAGIC) + 4 or struct.pack('<I', zlib.crc32(body)) != crc:
-        raise ValueError("Corrupt or truncated kdbook stored model: its checksum does not match its bytes")
+def _check_sha256(data, sha256):
+    "Refuse `data` unless its SHA-256 is `sha256` (64 hex digits, 'sha256:' in front allowed, as pip writes it)"
+    want = sha256.lower().removeprefix('sha256:') if isinstance(sha256, str) else ''
+    if not re.fullmatch('[0-9a-f]{64}', want):
+        raise ValueError(f"sha256 must be the file's SHA-256 as 64 hex digits (`StoredFile.sha256`, or what "
+                         f"`sha256sum FILE` prints), got {str(sha256)[:80]!r}")
+    if (got := hashlib.sha256(data).hexdigest()) != want:
+        raise StoredModelError(f"The file's SHA-256 is {got}, not the {want} it was pinned to: it is not the file "
+                               f"you expect, so none of it was read")
+
+def _read_model(body, max_params):
+    "The model in `body` (a file between its magic and its checksum): every size is checked before memory is taken"
     r = ByteReader(body)
-    try: desc = json.loads(zlib.decompress(r.raw()))
-    except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"Corrupt model description: {e}") from None
-    model = build_model(desc)
-    state = {k: _decode(r, v) for k, v in _state(model).items()}
-    if r.p != len(body): raise ValueError("Corrupt kdbook stored model: bytes left after its last tensor")
-    model.load_state_dict(state)
+    try: desc = json.loads(inflate(r.raw(), 'zlib', MAX_DESCRIPTION).decode())
+    except StoredModelError as e: raise StoredModelError(f"model description: {e}") from None
+    except (ValueError, RecursionError) as e: # bad JSON or UTF-8, an integer of thousands of digits, deep nesting
+        raise StoredModelError(f"Corrupt model description: {str(e)[:200]}") from None
+    spec = check_description(desc, max_params) # the shape and dtype of every tensor: no memory taken yet
+    if r.left() < (need := sum(_min_bytes(*v) for v in spec.values())):
+        raise StoredModelError(f"the file holds {r.left():,} bytes of tensor data, fewer than the {need:,} that "
+                               f"the {len(spec)} tensor(s) of its description need at least")
+    model = build_model(desc, max_params=None) # now its checked size may take memory
+    state = model.state_dict()
+    if {k: (v.shape, v.dtype) for k, v in state.items()} != spec: raise RuntimeError("torch built other tensors")
+    with torch.no_grad():
+        for t in state.values(): t.copy_(_decode(r, t)) # a tensor at a time; a model with one missing is never returned
+    if r.left(): raise StoredModelError("Corrupt kdbook stored model: bytes left after its last tensor")
     return model.eval()
 
+def from_compressed(
+    data:bytes,                 # What `to_compressed` returned
+    sha256:str=None,            # The SHA-256 the bytes must have (64 hex digits); None: not checked
+    max_params:int=MAX_PARAMS,  # Most values (parameters and buffers) the model may have; None for no limit
+) -> nn.Module:
+    "The stored model, on the CPU in eval mode; `StoredModelError` (a `ValueError`) for bytes that are not one"
+    data = bytes(data)
+    if sha256 is not None: _check_sha256(data, sha256)
+    if not data.startswith(MAGIC):
+        if data[:4] == MAGIC[:4]: raise StoredModelError(f"A stored model of format version {data[4:5].hex() or '?'}; "
+                                                         f"this kdbook reads version {MAGIC[4]}: upgrade kdbook")
+        raise StoredModelError("Not a kdbook stored model: it does not start with b'KDBC'. A pickle or torch.save "
+                               "file is never opened here, because unpickling can run code")
+    body, crc = memoryview(data)[len(MAGIC):-4], data[-4:]
+    if len(data) < len(MAGIC) + 4 or struct.pack('<I', zlib.crc32(body)) != crc:
+        raise StoredModelError("Corrupt or truncated kdbook stored model: its checksum does not match its bytes")
+    try: return _read_model(body, max_params)
+    except StoredModelError: raise
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OverflowError, RecursionError) as e:
+        raise StoredModelError(f"kdbook could not read this file ({type(e).__name__}: {str(e)[:200]}). Its checks "
+                               f"should have named the problem: please report it") from e
+
 # %% ../nbs/12_compress.ipynb #5ae6a190
+class StoredFile(NamedTuple):
+    "A file that `save_compressed` wrote: where, how many bytes, and its SHA-256, to pin when it is loaded"
+    path: Path
+    nbytes: int
+    sha256: str
+
+def _max_file_bytes(max_params):
+    "Most bytes a genuine file of at most `max_params` values can take: 8 per value, its headers, its description"
+    return 8 * max_params + 128 * MAX_LAYERS + MAX_DESCRIPTION + 64
+
 def save_compressed(
     model,                # An `nn.Module` (an `nn.Sequential`, see `describe_model`) or a `Learner`
     path,                 # File to write
     coder:str='huffman',  # Entropy coder of the symbol streams, one of `CODERS`
-) -> int:
-    "Store `model` exactly at `path` in Deep Compression's format, checked by reading it back; the bytes written"
+) -> StoredFile:
+    "Store `model` exactly at `path` in Deep Compression's format, checked by reading it back; its size and SHA-256"
     data = to_compressed(model, coder)
-    for (k, a), b in zip(_state(as_module(model)).items(), _state(from_compressed(data)).values()):
+    for (k, a), b in zip(_state(as_module(model)).items(), _state(from_compressed(data, max_params=None)).values()):
         if not torch.equal(a.cpu(), b): raise RuntimeError(f"kdbook bug: {k} does not survive save_compressed")
+    spec = check_description(describe_model(as_module(model)), max_params=None)
+    if (n := sum(shape.numel() for shape, _ in spec.values())) > MAX_PARAMS:
+        warnings.warn(f"{path}: {n:,} values, more than load_compressed reads by default: load it with max_params={n}")
     Path(path).write_bytes(data)
-    return len(data)
+    return StoredFile(Path(path), len(data), hashlib.sha256(data).hexdigest())
 
 def load_compressed(
-    path, # A file that `save_compressed` wrote
+    path,                       # A file that `save_compressed` wrote
+    sha256:str=None,            # The SHA-256 the file must have (`StoredFile.sha256`); None: not checked
+    max_params:int=MAX_PARAMS,  # Most values (parameters and buffers) the model may have; None for no limit
 ) -> nn.Module:
-    "The model stored at `path`, on the CPU in eval mode; no code from the file runs (it holds no pickle)"
-    return from_compressed(Path(path).read_bytes())
+    "The model stored at `path`, on the CPU in eval mode; no code of the file runs; `StoredModelError` for a bad file"
+    limit = None if max_params is None else _max_file_bytes(max_params)
+    with open(path, 'rb') as f: data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise StoredModelError(f"{path} holds more than {limit:,} bytes, more than a stored model of at most "
+                               f"{max_params:,} values can take; pass max_params= a larger number if you trust it")
+    return from_compressed(data, sha256, max_params)
 
 # %% ../nbs/12_compress.ipynb #09de339d
 def storage_report(

@@ -110,7 +110,7 @@ def _stored(models, store):
     nbytes, paths = [], []
     for name, m in models.items():
         f = Path(store)/(re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.kdbc') if store else None
-        try: nbytes.append(save_compressed(m, f) if f else len(to_compressed(m)))
+        try: nbytes.append(save_compressed(m, f).nbytes if f else len(to_compressed(m)))
         except ValueError: nbytes.append(float('nan')); f = None # int8 tensors: not storable
         paths.append(str(f) if f else None)
     return nbytes, paths

@@ -1,11 +1,11 @@
 """Property tests of kdbook's stored format (`kdbook.compress`): random sparse and shared layers come back bit for bit,
-with every coder; a truncated, altered or foreign file raises ValueError and never a wrong model or another error;
+with every coder; a truncated, altered or foreign file raises StoredModelError (a ValueError) and never another error;
 a file never runs code, neither a pickle nor a description naming a function. Deterministic: derandomized."""
-import pickle, struct, zlib, json
+import hashlib, pickle, struct, zlib, json
 import numpy as np, pytest, torch
 from torch import nn
 from hypothesis import given, settings, strategies as st
-from kdbook.coding import CODERS, ByteWriter, describe_model
+from kdbook.coding import CODERS, ByteReader, ByteWriter, StoredModelError, describe_model
 from kdbook.compress import MAGIC, to_compressed, from_compressed, save_compressed, load_compressed, share_weights
 from kdbook.models import cnn1d, mlp
 
@@ -63,8 +63,30 @@ def test_garbage_with_a_valid_checksum_raises_value_error_only(m, data):
     for _ in range(data.draw(st.integers(1, 4))):
         body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
     try: back = from_compressed(_with_crc(bytes(body)))
-    except ValueError: return
-    assert isinstance(back, nn.Module) # a change that still decodes (e.g. a weight's value) gives a model, not a crash
+    except StoredModelError as e:
+        assert e.__cause__ is None, f"an error that kdbook's own checks missed: {e.__cause__!r}"
+        return
+    _same(from_compressed(to_compressed(back)), back) # a change that still decodes (a weight's value) gives a whole model
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3), max_leaves=6)
+
+@fast
+@given(sparse_shared_models(), st.data())
+def test_a_description_with_any_value_replaced_raises_stored_model_error_or_loads_whole(m, data):
+    "One place of the description's JSON gets any JSON value; the file is deflated and checksummed again"
+    from safe_load_worker import json_slots
+    r = ByteReader(to_compressed(m)[len(MAGIC):-4])
+    desc, tensors = json.loads(zlib.decompress(r.raw())), bytes(r.buf[r.p:])
+    leaves, lists = json_slots(desc)
+    c, i = data.draw(st.sampled_from(leaves + lists))
+    c[i] = data.draw(json_values)
+    w = ByteWriter(); w.raw(zlib.compress(json.dumps(desc).encode())); w.buf += tensors
+    try: back = from_compressed(_with_crc(bytes(w.buf)))
+    except StoredModelError as e:
+        assert e.__cause__ is None, f"an error that kdbook's own checks missed: {e.__cause__!r}"
+        return
+    _same(from_compressed(to_compressed(back)), back)
 
 def test_a_pickle_is_refused_before_it_runs(tmp_path):
     marker = tmp_path/'ran'
@@ -89,9 +111,10 @@ def test_save_and_load_a_learner_and_a_file(tmp_path):
     from fastai.learner import Learner
     from kdbook.data import digits_dls
     learn = Learner(digits_dls(bs=32), mlp(64, (16,), 10))
-    n = save_compressed(learn, tmp_path/'m.kdbc')
-    assert n == (tmp_path/'m.kdbc').stat().st_size
-    back = load_compressed(tmp_path/'m.kdbc')
+    f = save_compressed(learn, tmp_path/'m.kdbc')
+    assert f.path == tmp_path/'m.kdbc' and f.nbytes == f.path.stat().st_size
+    assert f.sha256 == hashlib.sha256(f.path.read_bytes()).hexdigest()
+    back = load_compressed(f.path, sha256=f.sha256)
     assert not back.training
     _same(back, learn.model)
 
