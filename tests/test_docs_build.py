@@ -82,6 +82,7 @@ def test_small_site_renders(tmp_path):
         bd.build(root, out=tmp_path/'other', renderer='sphinx', workers=1, only=['nosuch'])
     res = bd.build(root, out=tmp_path/'other', renderer='sphinx', workers=1, only=['01_plot'])  # a stem selects it
     assert res['pages'] == ['tutorials/plot.html']
+    assert not bd.is_fresh(root, tmp_path/'other') # some pages are not the site: the tests would find no build report
 
 def test_sphinx_notebook():
     "Quarto's cell options become MyST-NB tags or markdown, front matter the title, notebook links their sources"

@@ -512,13 +512,13 @@ def source_digest(root:Path=ROOT, slow:bool=False) -> str:
     return h.hexdigest()
 
 def is_fresh(root:Path=ROOT, out:Path=None) -> bool:
-    "Whether `out` (default _docs) was built from the current sources"
+    "Whether `out` (default _docs) is a complete site built from the current sources (a build of some pages is not)"
     out = Path(out or Path(root)/'_docs')
     st = out/'.build.json'
     if not st.exists(): return False
     try: d = json.loads(st.read_text())
     except ValueError: return False
-    return d.get('digest') == source_digest(root, d.get('slow', False))
+    return d.get('complete', False) and d.get('digest') == source_digest(root, d.get('slow', False))
 
 # ---------------------------------------------------------------- driver
 def build(root:Path=ROOT, out:Path=None, renderer:str='auto', slow:bool=False, workers:int=None, timeout:int=None,
