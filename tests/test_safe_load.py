@@ -19,7 +19,7 @@ def craft(desc, tensors=b'', raw_desc=False):
     w.buf += tensors
     return MAGIC + bytes(w.buf) + zlib.crc32(w.buf).to_bytes(4, 'little')
 
-def bomb(c, mb=100): return b''.join(c.compress(bytes(2**20)) for _ in range(mb)) + c.flush()
+def bomb(c, mb=32): return b''.join(c.compress(bytes(2**20)) for _ in range(mb)) + c.flush()
 
 def shared_weight(n_book, coder_tag, stream):
     "The bytes of a float tensor in the 'shared' encoding: a codebook of `n_book` zeros, then a symbol stream"
