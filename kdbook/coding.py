@@ -311,6 +311,8 @@ def check_description(
     max_params:int=MAX_PARAMS, # Most values (parameters and buffers) it may declare; None for no limit
 ) -> dict:
     "`{name: (shape, dtype)}` of each tensor `desc` declares, once all of it is checked; else `StoredModelError`"
+    if max_params is not None and (type(max_params) is not int or max_params < 0):
+        raise ValueError(f"max_params must be None (no limit) or an integer >= 0 such as 10**8, got {max_params!r}")
     n_layers = n_values = 0
     spec, todo, dtype = {}, [(desc, '', 0)], torch.get_default_dtype()
     while todo:

@@ -380,7 +380,7 @@ def load_compressed(
     max_params:int=MAX_PARAMS,  # Most values (parameters and buffers) the model may have; None for no limit
 ) -> nn.Module:
     "The model stored at `path`, on the CPU in eval mode; no code of the file runs; `StoredModelError` for a bad file"
-    limit = None if max_params is None else _max_file_bytes(max_params)
+    limit = _max_file_bytes(max_params) if type(max_params) is int else None # else check_description says what is wrong
     with open(path, 'rb') as f: data = f.read() if limit is None else f.read(limit + 1)
     if limit is not None and len(data) > limit:
         raise StoredModelError(f"{path} holds more than {limit:,} bytes, more than a stored model of at most "

@@ -127,6 +127,8 @@ def test_max_params_bounds_what_a_file_may_declare_and_how_much_is_read(tmp_path
     f = save_compressed(m, tmp_path/'m.kdbc')
     n = sum(v.numel() for v in m.state_dict().values())
     load_compressed(f.path, max_params=n)
+    for bad in (1e8, -1, '10'):
+        with pytest.raises(ValueError, match='max_params must be None'): load_compressed(f.path, max_params=bad)
     with pytest.raises(StoredModelError, match=f'more than {n - 1:,} values'): load_compressed(f.path, max_params=n - 1)
     big = tmp_path/'big.kdbc'; big.write_bytes(MAGIC + bytes(3 * 2**20))
     with pytest.raises(StoredModelError, match='more than a stored model of at most 10 values'):
