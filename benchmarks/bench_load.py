@@ -6,12 +6,13 @@ are read from git into a temporary package) and this checkout's, on the same gen
 - time: `--rounds` interleaved rounds, each loading every file once with each loader (in alternating order); the
   median of the rounds per file and loader, and their ratio new / old;
 - peak memory: the peak resident memory of one load above the resident memory before it (Linux's VmHWM, reset
-  through /proc/self/clear_refs before each load), median of the rounds;
+  through /proc/self/clear_refs), in a fresh process per file and loader that has loaded one small file first;
 - and that both loaders give the same tensors, bit for bit.
 
 The files: every `.kdbc` in `--dir` (default: the pipeline's stored models, made first by `kdbook demo --pipeline
-full --out` in a temporary folder, about two minutes), and the format-version-1 files the tests keep
-(`tests/data/kdbc_v1`).
+full --out` in a temporary folder, about two minutes), the format-version-1 files the tests keep
+(`tests/data/kdbc_v1`), and a larger genuine file made here (an MLP of 1.9 M weights, 80% pruned, shared in 5 bits),
+where the peak memory of a load is large enough to measure.
 
     python benchmarks/bench_load.py [--dir DIR] [--rounds 31] [--old 5e15ef6]
     python benchmarks/bench_load.py --make-fixtures tests/data/kdbc_v1 --dir DIR   # how those files were made
@@ -41,18 +42,38 @@ def state_digest(model):
         h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode()); h.update(v.contiguous().view(-1).view(__import__('torch').uint8).numpy().tobytes())
     return h.hexdigest()
 
-def peak_rss_kb(f):
-    "Run `f()`; the peak resident memory it added, in kB (VmHWM after resetting it, less VmRSS before)"
-    def status(key): return int(re.search(rf'{key}:\s+(\d+)', Path('/proc/self/status').read_text()).group(1))
-    Path('/proc/self/clear_refs').write_text('5')
-    before = status('VmRSS'); f()
-    return status('VmHWM') - before
+def peak_rss_kb(loader, f):
+    "Peak resident memory that loading `f` adds, in kB, in a fresh process that first loaded a small genuine file"
+    code = (f"import re, sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import torch; torch.set_num_threads(1); import bench_load as b; "
+            f"load = b.old_package({args.old!r}, {str(Path(f).parent/'old')!r}).load_compressed if {loader == 'old'} "
+            f"else __import__('kdbook.compress').compress.load_compressed; "
+            f"[load(w) for w in {[str(p) for p in sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('mlp-*.kdbc'))]!r}]; "
+            f"st = lambda k: int(re.search(k + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)); "
+            f"Path('/proc/self/clear_refs').write_text('5'); before = st('VmRSS'); load({str(f)!r}); "
+            f"print(st('VmHWM') - before)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    if out.returncode: raise RuntimeError(out.stderr[-2000:])
+    return int(out.stdout.split()[-1])
 
 def pipeline_files(dest):
     "The pipeline's stored models, made by the CLI in `dest`"
     subprocess.run([str(Path(sys.executable).parent/'kdbook'), 'demo', '--pipeline', 'full', '--quiet', '--out', str(dest)],
                    check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     return sorted(Path(dest).rglob('*.kdbc'))
+
+def large_file(dest):
+    "A genuine larger file: an MLP of 1.9 M weights, 80% pruned, shared in 5 bits, rounded to float16, stored"
+    import torch
+    from kdbook.compress import share_weights, round_to_half, save_compressed
+    from kdbook.models import mlp
+    torch.manual_seed(0)
+    m = mlp(784, (1024, 1024), 10)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1: p.mul_(p.abs() >= p.abs().flatten().kthvalue(int(0.8 * p.numel())).values)
+    share_weights(m, 5); round_to_half(m)
+    return save_compressed(m, Path(dest)/'mlp-784-1024-1024-pruned-shared.kdbc').path
 
 def make_fixtures(old, out, files):
     "Format-version-1 files written by the old writer, and the digests of what the old loader reads from them"
@@ -81,16 +102,16 @@ def main():
     old = old_package(args.old, tmp/'old')
     files = sorted(Path(args.dir).rglob('*.kdbc')) if args.dir else pipeline_files(tmp/'pipeline')
     if args.make_fixtures: return make_fixtures(old, args.make_fixtures, files)
-    files += sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('*.kdbc'))
+    files += [f for f in sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('*.kdbc')) if f.name not in {g.name for g in files}]
+    files.append(large_file(tmp))
     loaders = {'old': old.load_compressed, 'new': load_compressed}
     for f in files: assert state_digest(loaders['old'](f)) == state_digest(loaders['new'](f)), f"{f}: loaders differ"
     times = {(f, k): [] for f in files for k in loaders}
-    peaks = {(f, k): [] for f in files for k in loaders}
+    peaks = {(f, k): peak_rss_kb(k, f) for f in files for k in loaders}
     for r in range(args.rounds):
         for f in files:
             for k in (('old', 'new') if r % 2 else ('new', 'old')):
                 t0 = time.perf_counter(); loaders[k](f); times[f, k].append(time.perf_counter() - t0)
-                peaks[f, k].append(peak_rss_kb(lambda: loaders[k](f)))
     med = statistics.median
     print(f"torch {torch.__version__}, 1 thread, {args.rounds} interleaved rounds; old loader: {args.old}")
     print(f"{'file':44} {'bytes':>7} {'old ms':>7} {'new ms':>7} {'new/old':>7} {'old peak kB':>11} {'new peak kB':>11}")
@@ -99,7 +120,7 @@ def main():
         to, tn = med(times[f, 'old']) * 1e3, med(times[f, 'new']) * 1e3
         ratios.append(tn / to)
         print(f"{f.name[:44]:44} {f.stat().st_size:7,} {to:7.2f} {tn:7.2f} {tn / to:7.2f} "
-              f"{med(peaks[f, 'old']):11,.0f} {med(peaks[f, 'new']):11,.0f}")
+              f"{peaks[f, 'old']:11,} {peaks[f, 'new']:11,}")
     print(f"time new/old: median {med(ratios):.2f}, max {max(ratios):.2f}; every file bit-identical with both loaders")
     shutil.rmtree(tmp, ignore_errors=True)
 
