@@ -1,0 +1,111 @@
+"""Distillation against the same student trained without its teacher, at equal budget, under the protocol of issue
+"Results that survive a skeptic": choices on a validation split carved from the training data, results on a test
+split that no choice saw, several seeds, mean +- std.
+
+MNIST-1D (`mnist1d_arrays(4000, 1000)`): its 4,000 training signals split into 3,500 to train and 500 to validate
+(stratified, split seed 0); its 1,000 test signals are the test split. Per seed:
+
+- the teacher `cnn1d(64)` with the strongest recipe the book knows: `--epochs` of `fit_one_cycle(1e-2, wd=1e-2)` with
+  `InputNoise(0.1, max_shift=2)`;
+- for each student width in `--widths`: `cnn1d(w)` from scratch with exactly that recipe, and the same with
+  `KDCallback(teacher, alpha, T)` added. `InputNoise` runs before the KD callback, so the teacher sees the same noisy,
+  shifted view as the student (Beyer et al.'s "function matching", CVPR 2022).
+
+Each seed runs in its own process (`--jobs` at a time, one thread each); one JSON line per model, then the mean +- std
+per model on both splits, and the paired difference KD - scratch per width (a difference smaller than its spread is
+a tie).
+
+    python benchmarks/kd_vs_scratch.py --seeds 0 1 2 3 4 --jobs 2 --json benchmarks/kd_vs_scratch.jsonl
+"""
+import argparse, json, os, subprocess, sys, time
+from pathlib import Path
+
+def _data():
+    "MNIST-1D as one array, with the indices of its train, valid and test splits"
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+    from kdbook.data import mnist1d_arrays
+    d = mnist1d_arrays(4000, 1000)
+    x, y = np.concatenate([d['x'], d['x_valid']]), np.concatenate([d['y'], d['y_valid']])
+    tr, va = train_test_split(np.arange(4000), test_size=500, stratify=y[:4000], random_state=0)
+    return x, y, tr, va, np.arange(4000, 5000)
+
+def run_seed(a):
+    "Teacher, then scratch and KD students of each width, on seed `a.seed`; one dict per model"
+    import torch
+    from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
+    import fastai.callback.schedule  # fit_one_cycle
+    from kdbook.data import arrays_dls, InputNoise
+    from kdbook.distill import KDCallback
+    from kdbook.models import cnn1d
+    from kdbook.report import dl_accuracy
+    torch.set_num_threads(1)
+    x, y, tr, va, te = _data()
+    dls = arrays_dls(x, y, tr, va, (1, x.shape[1]), bs=128, seed=a.seed)
+    test = arrays_dls(x, y, tr, te, (1, x.shape[1]), bs=512, seed=a.seed).valid # normalised with the same train stats
+    def fit(model, cbs=()):
+        set_seed(a.seed)
+        learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
+                        cbs=[InputNoise(0.1, max_shift=2), *cbs])
+        t0 = time.perf_counter()
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, 1e-2, wd=1e-2)
+        return learn, time.perf_counter() - t0
+    def row(name, width, kd, learn, secs):
+        return dict(seed=a.seed, model=name, width=width, kd=kd, epochs=a.epochs, alpha=a.alpha if kd else None,
+                    T=a.T if kd else None, valid=round(dl_accuracy(learn.model, dls.valid), 4),
+                    test=round(dl_accuracy(learn.model, test), 4), secs=round(secs, 1))
+    set_seed(a.seed); teacher, secs = fit(cnn1d(64))
+    rows = [row('teacher cnn1d(64)', 64, False, teacher, secs)]
+    for w in a.widths:
+        set_seed(a.seed); rows.append(row(f'cnn1d({w}), scratch', w, False, *fit(cnn1d(w))))
+        set_seed(a.seed); rows.append(row(f'cnn1d({w}), KD', w, True,
+                                          *fit(cnn1d(w), [KDCallback(teacher.model, alpha=a.alpha, T=a.T)])))
+    return rows
+
+def summary(rows):
+    "Mean +- std per model on valid and test, and the paired KD - scratch difference per width"
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    agg = df.groupby('model', sort=False).agg(seeds=('seed', 'nunique'), valid_mean=('valid', 'mean'),
+        valid_std=('valid', 'std'), test_mean=('test', 'mean'), test_std=('test', 'std'), secs=('secs', 'mean'))
+    print((agg * [1, 100, 100, 100, 100, 1]).round(2).to_string())
+    for w in sorted(df.width.unique()):
+        if w == 64: continue
+        p = df[df.width == w].pivot(index='seed', columns='kd', values=['valid', 'test'])
+        for split in ('valid', 'test'):
+            d = 100 * (p[split][True] - p[split][False])
+            verdict = 'KD ahead' if d.mean() > d.std() else 'scratch ahead' if -d.mean() > d.std() else 'a tie'
+            print(f"cnn1d({w}) KD - scratch on {split}: {d.mean():+.2f} +- {d.std():.2f} points "
+                  f"({', '.join(f'{v:+.1f}' for v in d)}): {verdict}")
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
+    ap.add_argument('--widths', type=int, nargs='+', default=[32, 16])
+    ap.add_argument('--epochs', type=int, default=120)
+    ap.add_argument('--alpha', type=float, default=0.9)
+    ap.add_argument('--T', type=float, default=4.0)
+    ap.add_argument('--jobs', type=int, default=2)
+    ap.add_argument('--json', help='write every row here (JSON lines)')
+    ap.add_argument('--seed', type=int, help=argparse.SUPPRESS) # one seed, in a child process
+    a = ap.parse_args()
+    if a.seed is not None:
+        for r in run_seed(a): print(json.dumps(r), flush=True)
+        return
+    if a.json and Path(a.json).exists(): # reprint a saved run
+        rows = [json.loads(l) for l in Path(a.json).read_text().splitlines()]
+        return summary(rows)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs), '--alpha', str(a.alpha),
+            '--T', str(a.T)]
+    rows, todo, running = [], list(a.seeds), []
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            s = todo.pop(0); running.append(subprocess.Popen(base + ['--seed', str(s)], stdout=subprocess.PIPE, env=env, text=True))
+        p = running.pop(0); out, _ = p.communicate()
+        if p.returncode: sys.exit(f"a seed failed (exit {p.returncode})")
+        for l in out.splitlines(): rows.append(json.loads(l)); print(l, flush=True)
+    if a.json: Path(a.json).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    summary(rows)
+
+if __name__ == '__main__': main()
