@@ -37,28 +37,31 @@ def old_package(rev, dest):
 
 def state_digest(model):
     "SHA-256 of a model's state_dict: names, dtypes, shapes and bytes"
+    import torch
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
-        h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode()); h.update(v.contiguous().view(-1).view(__import__('torch').uint8).numpy().tobytes())
+        h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode())
+        h.update(v.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-def peak_rss_kb(loader, f):
-    "Peak resident memory that loading `f` adds, in kB, in a fresh process that first loaded a small genuine file"
-    code = (f"import re, sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import torch; torch.set_num_threads(1); import bench_load as b; "
-            f"load = b.old_package({args.old!r}, {str(Path(f).parent/'old')!r}).load_compressed if {loader == 'old'} "
-            f"else __import__('kdbook.compress').compress.load_compressed; "
+def peak_rss_kb(loader, f, old_dir):
+    "Peak resident memory that loading `f` adds, in kB, in a fresh process that first loaded small genuine files"
+    mod = 'kdbook_old.compress' if loader == 'old' else 'kdbook.compress'
+    code = (f"import importlib, re, sys; from pathlib import Path; sys.path.insert(0, {str(old_dir)!r}); "
+            f"import torch; torch.set_num_threads(1); load = importlib.import_module({mod!r}).load_compressed; "
             f"[load(w) for w in {[str(p) for p in sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('mlp-*.kdbc'))]!r}]; "
             f"st = lambda k: int(re.search(k + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)); "
             f"Path('/proc/self/clear_refs').write_text('5'); before = st('VmRSS'); load({str(f)!r}); "
             f"print(st('VmHWM') - before)")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
     if out.returncode: raise RuntimeError(out.stderr[-2000:])
     return int(out.stdout.split()[-1])
 
 def pipeline_files(dest):
     "The pipeline's stored models, made by the CLI in `dest`"
-    subprocess.run([str(Path(sys.executable).parent/'kdbook'), 'demo', '--pipeline', 'full', '--quiet', '--out', str(dest)],
+    subprocess.run([str(Path(sys.executable).parent/'kdbook'), 'demo', '--pipeline', 'full', '--quiet', '--out',
+                    str(dest)],
                    check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     return sorted(Path(dest).rglob('*.kdbc'))
 
@@ -102,12 +105,13 @@ def main():
     old = old_package(args.old, tmp/'old')
     files = sorted(Path(args.dir).rglob('*.kdbc')) if args.dir else pipeline_files(tmp/'pipeline')
     if args.make_fixtures: return make_fixtures(old, args.make_fixtures, files)
-    files += [f for f in sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('*.kdbc')) if f.name not in {g.name for g in files}]
+    seen = {g.name for g in files}
+    files += [f for f in sorted((ROOT/'tests'/'data'/'kdbc_v1').glob('*.kdbc')) if f.name not in seen]
     files.append(large_file(tmp))
     loaders = {'old': old.load_compressed, 'new': load_compressed}
     for f in files: assert state_digest(loaders['old'](f)) == state_digest(loaders['new'](f)), f"{f}: loaders differ"
     times = {(f, k): [] for f in files for k in loaders}
-    peaks = {(f, k): peak_rss_kb(k, f) for f in files for k in loaders}
+    peaks = {(f, k): peak_rss_kb(k, f, tmp/'old') for f in files for k in loaders}
     for r in range(args.rounds):
         for f in files:
             for k in (('old', 'new') if r % 2 else ('new', 'old')):
