@@ -9,7 +9,8 @@ MNIST-1D (`mnist1d_arrays(4000, 1000)`): its 4,000 training signals split into 3
   `InputNoise(0.1, max_shift=2)`;
 - for each student width in `--widths`: `cnn1d(w)` from scratch with exactly that recipe, and the same with
   `KDCallback(teacher, alpha, T)` added. `InputNoise` runs before the KD callback, so the teacher sees the same noisy,
-  shifted view as the student (Beyer et al.'s "function matching", CVPR 2022).
+  shifted view as the student (Beyer et al.'s "function matching", CVPR 2022). Every fit of a seed starts from the
+  same seed and sees the same batches in the same order: the pair differs by the teacher alone.
 
 Each seed runs in its own process (`--jobs` at a time, one thread each); one JSON line per model, then the mean +- std
 per model on both splits, and the paired difference KD - scratch per width (a difference smaller than its spread is
@@ -17,7 +18,7 @@ a tie).
 
     python benchmarks/kd_vs_scratch.py --seeds 0 1 2 3 4 --jobs 2 --json benchmarks/kd_vs_scratch.jsonl
 """
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, random, subprocess, sys, time
 from pathlib import Path
 
 def _data():
@@ -44,7 +45,7 @@ def run_seed(a):
     dls = arrays_dls(x, y, tr, va, (1, x.shape[1]), bs=128, seed=a.seed)
     test = arrays_dls(x, y, tr, te, (1, x.shape[1]), bs=512, seed=a.seed).valid # normalised with the same train stats
     def fit(model, cbs=()):
-        set_seed(a.seed)
+        set_seed(a.seed); dls.train.rng = random.Random(a.seed) # every fit sees the same batches in the same order
         learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
                         cbs=[InputNoise(0.1, max_shift=2), *cbs])
         t0 = time.perf_counter()
