@@ -366,10 +366,10 @@ def save_compressed(
 ) -> StoredFile:
     "Store `model` exactly at `path` in Deep Compression's format, checked by reading it back; its size and SHA-256"
     data = to_compressed(model, coder)
-    for (k, a), b in zip(_state(as_module(model)).items(), _state(from_compressed(data, max_params=None)).values()):
+    back = _state(from_compressed(data, max_params=None))
+    for (k, a), b in zip(_state(as_module(model)).items(), back.values()):
         if not torch.equal(a.cpu(), b): raise RuntimeError(f"kdbook bug: {k} does not survive save_compressed")
-    spec = check_description(describe_model(as_module(model)), max_params=None)
-    if (n := sum(shape.numel() for shape, _ in spec.values())) > MAX_PARAMS:
+    if (n := sum(v.numel() for v in back.values())) > MAX_PARAMS:
         warnings.warn(f"{path}: {n:,} values, more than load_compressed reads by default: load it with max_params={n}")
     Path(path).write_bytes(data)
     return StoredFile(Path(path), len(data), hashlib.sha256(data).hexdigest())
