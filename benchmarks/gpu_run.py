@@ -100,8 +100,8 @@ def run_pipeline_part(a, rows):
         rows.append(('pipeline', r['model'], 'accuracy', r['accuracy'], r['train_s']))
         rows.append(('pipeline', r['model'], 'latency_ms', r['latency_ms'], math.nan))
         if r['stored_bytes'] == r['stored_bytes']: # NaN for the int8 model, which save_compressed does not store
-            rows.append(('pipeline', r['model'], 'stored_bytes / compression', f"{r['stored_bytes']:.0f} / "
-                         f"{r['compression']:.1f}x", math.nan))
+            rows.append(('pipeline', r['model'], 'stored_bytes / x teacher fp32 / x own fp32',
+                         f"{r['stored_bytes']:.0f} / {r['x_teacher_fp32']:.1f}x / {r['x_own_fp32']:.1f}x", math.nan))
 
 
 def run_kd_part(a, rows):

@@ -17,13 +17,14 @@ from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, 
 import fastai.callback.schedule # patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .settings import override_settings, demo_datasets, check_pipeline_settings
+from fastai.data.core import DataLoaders
 from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise
 from .models import cnn1d, cnn2d, mlp, count_params
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback
 from .schedules import sparsity_schedule
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
-from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds
+from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds, dl_accuracy
 from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
 
 # %% auto #0
@@ -96,6 +97,9 @@ def run_demo(
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
+_test_splits = { # the pipeline's third split, which no choice sees: MNIST-1D's held-out signals, a fixed fifth of digits
+    'mnist1d': dict(valid_pct=0.125), 'digits': dict(test_pct=0.2)}
+
 def prune_schedule():
     "The pipeline's pruning schedule, share of the target sparsity along training: AGP over 70%, then the target"
     return sparsity_schedule('agp', pct_start=0., pct_end=0.7, agp_steps=None) # smooth, from the first batch
@@ -123,10 +127,10 @@ def run_pipeline(
     bs:int=256,               # Batch size of the latency measurement
     n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
     return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
-    student_epochs:int=None,  # Epochs of the KD student; None for three times the settings' `epochs`
+    long_epochs:int=None,     # Epochs of the teacher's and the KD student's fits; None for 3x the settings' `epochs`
     prune_epochs:int=None,    # Epochs of the pruning stage; None for twice the settings' `epochs`
     criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
-    noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in the student's fits after the teacher's
+    noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in every fit, the teacher's included
     share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
     share_epochs:int=None,    # Epochs of the KD retraining of the shared weights; None for a quarter of `epochs`
     share_lr:float=1e-3,      # Peak learning rate of that retraining
@@ -140,7 +144,7 @@ def run_pipeline(
     if not 0 <= channel_ratio < 1:
         raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
     for k, v in dict(share_bits=share_bits, share_epochs=share_epochs or 1, prune_epochs=prune_epochs or 1,
-                     student_epochs=student_epochs or 1).items():
+                     long_epochs=long_epochs or 1).items():
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
     if scheme not in quant_schemes():
@@ -148,14 +152,13 @@ def run_pipeline(
     device = check_device(s['device'] or None)
     task = _task(s['dataset'], s['teacher_width'], s['pipeline_width'])
     set_seed(s['seed'])
-    dls = task.dls(bs=s['bs'], seed=s['seed'], device=device)
+    dls = task.dls(bs=s['bs'], seed=s['seed'], device=device, **_test_splits[s['dataset']])
     fit, kd = partial(_train, dls, task=task, s=s, show=show), partial(_kd, s=s)
     models, secs = {}, {}
-    learn, secs['teacher'] = fit(task.teacher())  # the pipeline's models are built before `_train` seeds
+    aug, long = [InputNoise(noise, max_shift=2)] if noise else [], {**s, 'epochs': long_epochs or 3 * s['epochs']}
+    learn, secs['teacher'] = fit(task.teacher(), cbs=aug, s=long) # the models are built before `_train` seeds
     models['teacher'] = teacher = learn.model
-    aug = [InputNoise(noise, max_shift=2)] if noise else []
-    learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug],
-                                     s={**s, 'epochs': student_epochs or 3 * s['epochs']})
+    learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug], s=long)
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
     prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion)
@@ -176,19 +179,24 @@ def run_pipeline(
         t_prune = time.perf_counter() - t
         learn, secs[name] = fit(slim, cbs=kd(teacher))
         models[name], secs[name] = learn.model, secs[name] + t_prune
-    df = compare_models(models, dls, bs=bs, n_runs=n_runs)
-    t_top1 = top1_preds(teacher, dls.valid)[0]
+    df = compare_models(models, DataLoaders(dls.train, dls.test), bs=bs, n_runs=n_runs) # `accuracy`: on the test split
+    t_top1 = top1_preds(teacher, dls.test)[0]
+    df['valid_accuracy'] = [dl_accuracy(m, dls.valid) for m in models.values()]
     df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
     df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
-    df['agreement'] = [_agreement(m, dls.valid, t_top1) for m in models.values()]
+    df['agreement'] = [_agreement(m, dls.test, t_top1) for m in models.values()]
     nbytes, paths = _stored(models, store)
     df['stored_bytes'], df['stored_path'] = nbytes, pd.Series(paths, index=df.index, dtype=object) # None, not NaN
-    df['compression'] = df.size_bytes.iloc[0] / df.stored_bytes # the teacher's float32 file / the stored model
+    dense = [4 * count_params(teacher)] + [4 * count_params(student)] * (len(models) - 1) # float32 bytes of the network
+    df['x_teacher_fp32'] = dense[0] / df.stored_bytes   # the teacher's raw float32 parameters / the stored model
+    df['x_own_fp32'] = pd.Series(dense, index=df.index) / df.stored_bytes # the same network, dense: Deep Compression's
     df['train_s'] = [secs[k] for k in models]
     cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'stored_bytes',
-            'compression', 'latency_ms', 'bs', 'accuracy', 'agreement', 'train_s', 'stored_path']
+            'x_teacher_fp32', 'x_own_fp32', 'latency_ms', 'bs', 'accuracy', 'valid_accuracy', 'agreement', 'train_s',
+            'stored_path']
     df = df[cols].rename_axis('model').reset_index()
-    df = df.round(dict(weight_sparsity=4, compression=1, latency_ms=3, accuracy=4, agreement=4, train_s=1))
+    df = df.round(dict(weight_sparsity=4, x_teacher_fp32=1, x_own_fp32=1, latency_ms=3, accuracy=4, valid_accuracy=4,
+                       agreement=4, train_s=1))
     return (df, models, dls) if return_models else df
 
 # %% ../nbs/10_pipeline.ipynb #f63276af
