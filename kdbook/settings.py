@@ -16,7 +16,7 @@ __all__ = ['book_defaults', 'demo_datasets', 'classification_datasets', 'demo_pi
 # %% ../nbs/02_settings.ipynb #d5bfb0ae
 book_defaults = dict(dataset='mnist1d', epochs=40, bs=128, lr=1e-2, wd=1e-2, seed=42, device='',
                      teacher_width=64, student_width=16, temperature=4.0, alpha=0.9, label_pct=0.1, sparsity=0.9,
-                     student_sparsity=0.8, pipeline_width=32)
+                     student_sparsity=0.9, pipeline_width=40)
 
 def book_settings(
     path=None, # A `settings.ini` file, or a folder to search upwards from; `None` for the working directory
