@@ -15,7 +15,15 @@ One JSON line per model: accuracy on valid and on test, stored bytes, and the tw
 teacher's raw float32 parameters (113,960 bytes for `cnn1d(64)`) and against the student's own dense float32 weights
 (Deep Compression's definition). The summary gives mean +- std per configuration; choose on `valid`, then read `test`.
 
-    python benchmarks/pipeline_choice.py --seeds 0 1 2 --jobs 1 --json benchmarks/pipeline_choice.jsonl
+`benchmarks/pipeline_choice.jsonl` holds the runs that chose the defaults, seeds 0 and 1 (the first batch, at 80
+pruning epochs, ran before `--cache` existed and counted BatchNorm's running statistics as nonzero values, so its
+`nonzero` is left empty):
+
+    python benchmarks/pipeline_choice.py --seeds 0 1 --configs 32:0.85:4 48:0.9:4 64:0.93:4 --prune-epochs 80 --run --json F
+    python benchmarks/pipeline_choice.py --seeds 0 1 --configs 32:0.85:4 32:0.8:5 --prune-epochs 160 --cache C --run --json F
+    python benchmarks/pipeline_choice.py --seeds 0 1 --configs 32:0.87:5 40:0.9:5 48:0.92:5 --prune-epochs 160 --cache C --run --json F
+    python benchmarks/pipeline_choice.py --seeds 0 1 --configs 40:0.89:5 48:0.93:5 --prune-epochs 160 --cache C --run --json F
+    python benchmarks/pipeline_choice.py --json benchmarks/pipeline_choice.jsonl   # reprint the summary
 """
 import argparse, copy, json, os, random, subprocess, sys, time
 from pathlib import Path

@@ -128,7 +128,7 @@ def run_pipeline(
     n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
     return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
     long_epochs:int=None,     # Epochs of the teacher's and the KD student's fits; None for 3x the settings' `epochs`
-    prune_epochs:int=None,    # Epochs of the pruning stage; None for twice the settings' `epochs`
+    prune_epochs:int=None,    # Epochs of the pruning stage; None for four times the settings' `epochs`
     criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
     noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in every fit, the teacher's included
     share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
@@ -163,7 +163,7 @@ def run_pipeline(
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
     prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion)
     learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune, *aug],
-                              s={**s, 'epochs': prune_epochs or 2 * s['epochs']})
+                              s={**s, 'epochs': prune_epochs or 4 * s['epochs']})
     bake_masks(learn)
     models[pruned] = learn.model
     t = time.perf_counter()
