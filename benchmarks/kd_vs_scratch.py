@@ -18,8 +18,9 @@ a tie).
 
     python benchmarks/kd_vs_scratch.py --seeds 0 1 2 3 4 --jobs 2 --json benchmarks/kd_vs_scratch.jsonl
 """
-import argparse, json, os, random, subprocess, sys, time
+import argparse, json, random, sys, time
 from pathlib import Path
+from seed_procs import run_seeds
 
 def _data():
     "MNIST-1D as one array, with the indices of its train, valid and test splits"
@@ -96,16 +97,12 @@ def main():
     if a.json and Path(a.json).exists(): # reprint a saved run
         rows = [json.loads(l) for l in Path(a.json).read_text().splitlines()]
         return summary(rows)
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs), '--alpha', str(a.alpha),
             '--T', str(a.T)]
-    rows, todo, running = [], list(a.seeds), []
-    while todo or running:
-        while todo and len(running) < a.jobs:
-            s = todo.pop(0); running.append(subprocess.Popen(base + ['--seed', str(s)], stdout=subprocess.PIPE, env=env, text=True))
-        p = running.pop(0); out, _ = p.communicate()
-        if p.returncode: sys.exit(f"a seed failed (exit {p.returncode})")
-        for l in out.splitlines(): rows.append(json.loads(l)); print(l, flush=True)
+    rows = []
+    for new in run_seeds(base, a.seeds, a.jobs):
+        rows += new
+        for r in new: print(json.dumps(r), flush=True)
     if a.json: Path(a.json).write_text(''.join(json.dumps(r) + '\n' for r in rows))
     summary(rows)
 

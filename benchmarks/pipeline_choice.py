@@ -25,8 +25,9 @@ pruning epochs, ran before `--cache` existed and counted BatchNorm's running sta
     python benchmarks/pipeline_choice.py --seeds 0 1 --configs 40:0.89:5 48:0.93:5 --prune-epochs 160 --cache C --run --json F
     python benchmarks/pipeline_choice.py --json benchmarks/pipeline_choice.jsonl   # reprint the summary
 """
-import argparse, copy, json, os, random, subprocess, sys, time
+import argparse, copy, json, random, sys, time
 from pathlib import Path
+from seed_procs import run_seeds
 
 def run_seed(a):
     "Teacher, KD students and their compressed copies on seed `a.seed`; one dict per model"
@@ -117,17 +118,11 @@ def main():
         return
     if a.json and Path(a.json).exists() and not a.run:
         return summary([json.loads(l) for l in Path(a.json).read_text().splitlines()])
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     base = [sys.executable, __file__, '--epochs', str(a.epochs), '--prune-epochs', str(a.prune_epochs),
             '--share-epochs', str(a.share_epochs), '--share-lr', str(a.share_lr),
             *(['--cache', a.cache] if a.cache else []), '--configs', *(f'{w}:{s}:{b}' for w, s, b in a.configs)]
-    rows, todo, running = [], list(a.seeds), []
-    while todo or running:
-        while todo and len(running) < a.jobs:
-            s = todo.pop(0); running.append(subprocess.Popen(base + ['--seed', str(s)], stdout=subprocess.PIPE, env=env, text=True))
-        p = running.pop(0); out, _ = p.communicate()
-        if p.returncode: sys.exit(f"a seed failed (exit {p.returncode})")
-        new = [json.loads(l) for l in out.splitlines()]
+    rows = []
+    for new in run_seeds(base, a.seeds, a.jobs):
         rows += new
         if a.json:
             with open(a.json, 'a') as f: f.write(''.join(json.dumps(r) + '\n' for r in new))
