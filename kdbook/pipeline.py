@@ -97,7 +97,7 @@ def run_demo(
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
-_test_splits = { # the pipeline's third split, which no choice sees: MNIST-1D's held-out signals, a fixed fifth of digits
+_test_splits = { # the pipeline's test split, which no choice sees: MNIST-1D's held-out signals, a fixed fifth of digits
     'mnist1d': dict(valid_pct=0.125), 'digits': dict(test_pct=0.2)}
 
 def prune_schedule():
