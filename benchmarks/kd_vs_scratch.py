@@ -17,6 +17,11 @@ per model on both splits, and the paired difference KD - scratch per width (a di
 a tie).
 
     python benchmarks/kd_vs_scratch.py --seeds 0 1 2 3 4 --jobs 2 --json benchmarks/kd_vs_scratch.jsonl
+
+Other alpha and T for the 16-channel student, where distillation has the most room (their runs beside it):
+
+    python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.5 --T 4 --json benchmarks/kd_vs_scratch_w16_a0.5_T4.jsonl
+    python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.9 --T 8 --json benchmarks/kd_vs_scratch_w16_a0.9_T8.jsonl
 """
 import argparse, json, random, sys, time
 from pathlib import Path
