@@ -5,7 +5,7 @@ split that no choice saw, several seeds, mean +- std.
 MNIST-1D (`mnist1d_arrays(4000, 1000)`): its 4,000 training signals split into 3,500 to train and 500 to validate
 (stratified, split seed 0); its 1,000 test signals are the test split. Per seed:
 
-- the teacher `cnn1d(64)` with the strongest recipe the book knows: `--epochs` of `fit_one_cycle(1e-2, wd=1e-2)` with
+- the teacher `cnn1d(--teacher-width)` (64) with the strongest recipe the book knows: `--epochs` of `fit_one_cycle(1e-2, wd=1e-2)` with
   `InputNoise(0.1, max_shift=2)`;
 - for each student width in `--widths`: `cnn1d(w)` from scratch with exactly that recipe, and the same with
   `KDCallback(teacher, alpha, T)` added. `InputNoise` runs before the KD callback, so the teacher sees the same noisy,
@@ -22,6 +22,7 @@ Other alpha and T for the 16-channel student, where distillation has the most ro
 
     python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.5 --T 4 --json benchmarks/kd_vs_scratch_w16_a0.5_T4.jsonl
     python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.9 --T 8 --json benchmarks/kd_vs_scratch_w16_a0.9_T8.jsonl
+    python benchmarks/kd_vs_scratch.py --widths 16 --teacher-width 128 --json benchmarks/kd_vs_scratch_w16_teacher128.jsonl
 """
 import argparse, json, random, sys, time
 from pathlib import Path
@@ -61,8 +62,9 @@ def run_seed(a):
         return dict(seed=a.seed, model=name, width=width, kd=kd, epochs=a.epochs, alpha=a.alpha if kd else None,
                     T=a.T if kd else None, valid=round(dl_accuracy(learn.model, dls.valid), 4),
                     test=round(dl_accuracy(learn.model, test), 4), secs=round(secs, 1))
-    set_seed(a.seed); teacher, secs = fit(cnn1d(64))
-    rows = [row('teacher cnn1d(64)', 64, False, teacher, secs)]
+    tw = a.teacher_width
+    set_seed(a.seed); teacher, secs = fit(cnn1d(tw))
+    rows = [row(f'teacher cnn1d({tw})', tw, False, teacher, secs)]
     for w in a.widths:
         set_seed(a.seed); rows.append(row(f'cnn1d({w}), scratch', w, False, *fit(cnn1d(w))))
         set_seed(a.seed); rows.append(row(f'cnn1d({w}), KD', w, True,
@@ -76,8 +78,7 @@ def summary(rows):
     agg = df.groupby('model', sort=False).agg(seeds=('seed', 'nunique'), valid_mean=('valid', 'mean'),
         valid_std=('valid', 'std'), test_mean=('test', 'mean'), test_std=('test', 'std'), secs=('secs', 'mean'))
     print((agg * [1, 100, 100, 100, 100, 1]).round(2).to_string())
-    for w in sorted(df.width.unique()):
-        if w == 64: continue
+    for w in sorted(df[~df.model.str.startswith('teacher')].width.unique()): # the students' widths
         p = df[df.width == w].pivot(index='seed', columns='kd', values=['valid', 'test'])
         for split in ('valid', 'test'):
             d = 100 * (p[split][True] - p[split][False])
@@ -90,6 +91,7 @@ def main():
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     ap.add_argument('--widths', type=int, nargs='+', default=[32, 16])
     ap.add_argument('--epochs', type=int, default=120)
+    ap.add_argument('--teacher-width', type=int, default=64)
     ap.add_argument('--alpha', type=float, default=0.9)
     ap.add_argument('--T', type=float, default=4.0)
     ap.add_argument('--jobs', type=int, default=2)
@@ -103,7 +105,7 @@ def main():
         rows = [json.loads(l) for l in Path(a.json).read_text().splitlines()]
         return summary(rows)
     base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs), '--alpha', str(a.alpha),
-            '--T', str(a.T)]
+            '--T', str(a.T), '--teacher-width', str(a.teacher_width)]
     rows = []
     for new in run_seeds(base, a.seeds, a.jobs):
         rows += new
