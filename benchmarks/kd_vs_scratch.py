@@ -2,11 +2,11 @@
 "Results that survive a skeptic": choices on a validation split carved from the training data, results on a test
 split that no choice saw, several seeds, mean +- std.
 
-MNIST-1D (`mnist1d_arrays(4000, 1000)`): its 4,000 training signals split into 3,500 to train and 500 to validate
+MNIST-1D as `mnist1d_dls(valid_pct=0.125)`: its 4,000 training signals split into 3,500 to train and 500 to validate
 (stratified, split seed 0); its 1,000 test signals are the test split. Per seed:
 
-- the teacher `cnn1d(--teacher-width)` (64) with the strongest recipe the book knows: `--epochs` of `fit_one_cycle(1e-2, wd=1e-2)` with
-  `InputNoise(0.1, max_shift=2)`;
+- the teacher `cnn1d(--teacher-width)` (64) with the strongest recipe the book knows: `--epochs` of
+  `fit_one_cycle(1e-2, wd=1e-2)` with `InputNoise(0.1, max_shift=2)`;
 - for each student width in `--widths`: `cnn1d(w)` from scratch with exactly that recipe, and the same with
   `KDCallback(teacher, alpha, T)` added. `InputNoise` runs before the KD callback, so the teacher sees the same noisy,
   shifted view as the student (Beyer et al.'s "function matching", CVPR 2022). Every fit of a seed starts from the
@@ -28,29 +28,17 @@ import argparse, json, random, sys, time
 from pathlib import Path
 from seed_procs import run_seeds
 
-def _data():
-    "MNIST-1D as one array, with the indices of its train, valid and test splits"
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-    from kdbook.data import mnist1d_arrays
-    d = mnist1d_arrays(4000, 1000)
-    x, y = np.concatenate([d['x'], d['x_valid']]), np.concatenate([d['y'], d['y_valid']])
-    tr, va = train_test_split(np.arange(4000), test_size=500, stratify=y[:4000], random_state=0)
-    return x, y, tr, va, np.arange(4000, 5000)
-
 def run_seed(a):
     "Teacher, then scratch and KD students of each width, on seed `a.seed`; one dict per model"
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     import fastai.callback.schedule  # fit_one_cycle
-    from kdbook.data import arrays_dls, InputNoise
+    from kdbook.data import mnist1d_dls, InputNoise
     from kdbook.distill import KDCallback
     from kdbook.models import cnn1d
     from kdbook.report import dl_accuracy
     torch.set_num_threads(1)
-    x, y, tr, va, te = _data()
-    dls = arrays_dls(x, y, tr, va, (1, x.shape[1]), bs=128, seed=a.seed)
-    test = arrays_dls(x, y, tr, te, (1, x.shape[1]), bs=512, seed=a.seed).valid # normalised with the same train stats
+    dls = mnist1d_dls(bs=128, seed=a.seed, valid_pct=0.125) # 3,500 train, 500 valid (split seed 0), 1,000 test
     def fit(model, cbs=()):
         set_seed(a.seed); dls.train.rng = random.Random(a.seed) # every fit sees the same batches in the same order
         learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
@@ -61,7 +49,7 @@ def run_seed(a):
     def row(name, width, kd, learn, secs):
         return dict(seed=a.seed, model=name, width=width, kd=kd, epochs=a.epochs, alpha=a.alpha if kd else None,
                     T=a.T if kd else None, valid=round(dl_accuracy(learn.model, dls.valid), 4),
-                    test=round(dl_accuracy(learn.model, test), 4), secs=round(secs, 1))
+                    test=round(dl_accuracy(learn.model, dls.test), 4), secs=round(secs, 1))
     tw = a.teacher_width
     set_seed(a.seed); teacher, secs = fit(cnn1d(tw))
     rows = [row(f'teacher cnn1d({tw})', tw, False, teacher, secs)]
