@@ -93,7 +93,7 @@ def run(a):
         k = lambda: [KDCallback(teacher, alpha=0.9, T=4.)] if kd else []
         set_seed(a.seed); dense = fit(make(), k()).model
         ref = fp32_bytes(dense)
-        pruned = fit(copy.deepcopy(dense), k() + [PruneCallback(a.sparsity, schedule=prune_schedule())])
+        pruned = fit(copy.deepcopy(dense), k() + [PruneCallback(a.sparsity, schedule=prune_schedule(), scope='global')])
         bake_masks(pruned); pruned = pruned.model
         shared = fit(copy.deepcopy(pruned), k() + [WeightShareCallback(bits)], epochs=a.share_epochs,
                      lr=a.share_lr).model

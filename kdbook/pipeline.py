@@ -161,7 +161,8 @@ def run_pipeline(
     learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug], s=long)
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion)
+    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion,
+                          scope='global') # the ranking its recipe was chosen with (benchmarks/pipeline_choice.py)
     learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune, *aug],
                               s={**s, 'epochs': prune_epochs or 4 * s['epochs']})
     bake_masks(learn)

@@ -60,7 +60,7 @@ def prunable_layers(
 # %% ../nbs/06_prune.ipynb #439ad250
 GRANULARITIES = ('weight', 'vector', 'kernel', 'filter')
 CRITERIA = ('magnitude', 'taylor')
-SCOPES = ('global', 'local')
+SCOPES = ('global', 'local', 'lamp')
 
 def _check_choice(name, v, valid):
     if v not in valid: raise ValueError(f"{name}={v!r} is unknown; use one of {', '.join(map(repr, valid))}")
@@ -81,6 +81,16 @@ def _block_scores(score, granularity):
     for d in dims: n *= score.shape[d]
     return score.mean(dims, keepdim=True), n
 
+def _lamp(b, n):
+    "LAMP scores of one layer's block scores `b` (pruned blocks -1, which stay -1) of `n` weights each"
+    flat = b.flatten()
+    sq = flat.clamp(min=0) ** 2 * n                   # a block's squared score, counted once per weight
+    order = torch.argsort(flat, stable=True)          # ascending: the blocks a magnitude ranking prunes first
+    tail = sq[order].flip(0).cumsum(0).flip(0)        # sum over this block and every block ranked above it
+    out = torch.empty_like(flat)
+    out[order] = sq[order] / tail.clamp(min=torch.finfo(tail.dtype).tiny)
+    return out.masked_fill(flat < 0, -1.).view(b.shape)
+
 def _keep_lowest(s, k):
     "Keep-mask pruning exactly the `k` lowest entries of 1-D `s` (ties: lowest index first), in O(n) with `kthvalue`"
     if k <= 0: return torch.ones_like(s, dtype=torch.bool)
@@ -96,7 +106,7 @@ def compute_masks(
     scores:dict,               # Per-weight scores (>= 0, pruned weights -1), by layer name
     sparsity:float=None,       # Share of the weights to prune, in [0, 1); or None with `threshold`
     granularity:str='weight',  # One of `GRANULARITIES`
-    scope:str='global',        # 'global' (one ranking over all layers) or 'local' (each layer to `sparsity`)
+    scope:str='global',        # 'global' (one ranking over all layers), 'local' (each layer to `sparsity`) or 'lamp'
     threshold:float=None,      # Prune the blocks whose mean score is below this, instead of a share
 ) -> dict:
     "Boolean keep-masks (True = kept) of the shapes of `scores`, pruning the lowest-scoring blocks"
@@ -111,11 +121,12 @@ def compute_masks(
     if any(d.type == 'meta' for d in devs):
         raise ValueError("compute_masks: scores on the 'meta' device have no values to rank; compute them from a model "
                          "with real weights (e.g. after `model.to_empty(device=...)` and loading its weights)")
-    if scope == 'global' and len(devs) > 1:
+    if scope != 'local' and len(devs) > 1:
         raise ValueError(f"compute_masks: a global ranking needs all scores on one device, "
                          f"got {sorted(map(str, devs))}; "
                          f"move the model to one device, or use scope='local'")
-    groups = [list(blocks)] if scope == 'global' else [[n] for n in blocks]
+    if scope == 'lamp': blocks = {n: (_lamp(b, k), k) for n, (b, k) in blocks.items()} # then one global ranking
+    groups = [[n] for n in blocks] if scope == 'local' else [list(blocks)]
     masks = {}
     for g in groups:
         s = torch.cat([blocks[n][0].flatten() for n in g]) if len(g) > 1 else blocks[g[0]][0].flatten()
@@ -146,14 +157,14 @@ class PruneCallback(Callback):
         schedule='agp',            # Share of `sparsity` at `pct_train`: 'agp', 'iterative', 'one_shot', f(pos) or None
         granularity:str='weight',  # 'weight', 'vector' (a row along the last dim), 'kernel' or 'filter'
         criterion:str='magnitude', # 'magnitude' (|w|) or 'taylor' (|grad * w| summed over `n_taylor` batches)
-        scope:str='global',        # 'global' (one ranking over all layers) or 'local' (every layer to `sparsity`)
+        scope:str='lamp',          # 'lamp' (one ranking of layer-adaptive scores), 'global' (of raw scores) or 'local'
         layers=None,               # None (conv and linear), or module types, names, a predicate f(name, module), a list
         threshold:float=None,      # Prune the blocks whose score is below this (|w| < tau), once, instead of a share
         every:int=1,               # Re-evaluate the target every `every` training batches
         rounds:int=3,              # Number of pruning rounds of schedule='iterative'
         pct_start:float=None,      # Named schedules: pruning starts here (fraction of training); None: `prune_window`
         pct_end:float=None,        # 'agp', 'iterative': `sparsity` reached here, then the fit recovers; None: likewise
-        agp_steps='auto',          # 'agp': the masks change this many times; 'auto': `prune_window`; None: every update
+        agp_steps=None,            # 'agp': None (the masks change at every update), n times, or 'auto' (`prune_window`)
         n_taylor:int=8,            # Batches of |grad * w| summed before each Taylor pruning step
         rewind_iter:int=None,      # Lottery tickets: snapshot the model at this iteration, rewind to it after each step
     ):
@@ -356,12 +367,13 @@ def lottery_ticket(
     epochs:int=10,         # Epochs of every fit (`fit_one_cycle`)
     lr:float=1e-2,         # Maximum learning rate of every fit
     rewind_iter:int=0,     # Iteration of the first fit to rewind to: 0 (initial weights), k > 0 (late rewinding)
+    scope:str='global',    # The ranking of every round: 'global' magnitude, the paper's; or 'lamp', 'local'
     reinit:bool=False,     # Control experiment: re-initialise the survivors at random instead of rewinding
-    **kwargs,              # Passed on to `PruneCallback` (granularity, scope, layers) 
+    **kwargs,              # Passed on to `PruneCallback` (granularity, criterion, layers) 
 ) -> PruneCallback:
     "Iterative magnitude pruning with rewinding (Frankle & Carbin 2019); returns the `PruneCallback` with its history"
     _check_sparsity(sparsity)
-    cb = PruneCallback(0., rewind_iter=rewind_iter, **kwargs)
+    cb = PruneCallback(0., rewind_iter=rewind_iter, scope=scope, **kwargs)
     learn.add_cb(cb)
     try:
         learn.fit_one_cycle(epochs, lr)
