@@ -195,7 +195,7 @@ def step_overhead(n=400):
 def overhead(args):
     res = {'step': step_overhead()}
     for label, mk in [('one-shot 90% mask', lambda: PruneCallback(0.9, schedule='one_shot', pct_start=0)),
-                      ('AGP to 90% (the default: 30-70% of the fit, 32 steps)', lambda: PruneCallback(0.9))]:
+                      ('AGP to 90% (the default: LAMP, 30-70% of the fit, masks every batch)', lambda: PruneCallback(0.9))]:
         torch.manual_seed(0)
         ld, lp = (learner(cbs=BatchTimer()) for _ in range(2))
         lp.add_cb(mk())

@@ -54,7 +54,7 @@ def unstructured(lib, seed, epochs):
     learn = learner(seed)
     if lib == 'kdbook':
         sched = combine_scheds([0.1, 0.6, 0.3], [SchedNo(0., 0.), SchedAgp(0., 1.), SchedNo(1., 1.)])
-        cb = kp.PruneCallback(0.9, schedule=sched, every=EVERY)
+        cb = kp.PruneCallback(0.9, schedule=sched, every=EVERY, scope='global') # fasterai's ranking
     else:
         from fasterai.sparse.all import SparsifyCallback
         from fasterai.core.criteria import large_final

@@ -71,7 +71,7 @@ def run_seed(a):
         for cw, sp, bits in a.configs:
             if cw != w: continue
             t0 = time.perf_counter()
-            learn = fit(copy.deepcopy(student), [kd(), PruneCallback(sp, schedule=prune_schedule(), criterion='taylor')],
+            learn = fit(copy.deepcopy(student), [kd(), PruneCallback(sp, schedule=prune_schedule(), criterion='taylor', scope='global')],
                         epochs=a.prune_epochs)
             bake_masks(learn)
             pruned = learn.model

@@ -47,6 +47,7 @@ def main(a):
     S = cached(cache/f'student_{a.seed}_{a.width}_{a.student_epochs}.pt',
                lambda: fit(cnn1d(a.width), [kd(), *noisy], epochs=a.student_epochs), lambda: cnn1d(a.width))
     kw = dict(scope='local') if a.variant == 'local' else dict(criterion='taylor') if a.variant == 'taylor' else {}
+    kw.setdefault('scope', 'global') # PruneCallback's default when this search ran
     if a.schedule == 'pipe': kw['schedule'] = prune_schedule()
     start = fold_batchnorm(S) if a.variant == 'fold' else copy.deepcopy(S)
     P = fit(start, [kd(), PruneCallback(a.sparsity, **kw), *([InputNoise(a.noise, 2)] if a.noise else [])],

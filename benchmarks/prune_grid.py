@@ -36,6 +36,11 @@ difference implies for the fit-time ratio (the machine's drift between fits is l
 either side has seen (the default's 16 AGP steps at 50% sparsity were adopted after a check on seeds 10-15).
 `--only-kdbook` runs the kdbook side alone in kdbook's own venv (for choosing defaults: `--kdbook-kw` passes
 PruneCallback arguments, e.g. '{"pct_start": 0.1, "pct_end": 0.6}'). The pruning chapter reads the JSON.
+`prune_grid.json` holds the runs of the second default (global magnitude, 32/16 mask updates); after the default
+became LAMP at every batch (chosen on `prune_jobs.py`'s jobs), its kdbook side was run again on seeds 10-12:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_grid.py --only-kdbook --first-seed 10 --seeds 3 \
+        --out benchmarks/prune_grid_lamp.json
 """
 import argparse, contextlib, io, itertools, json, multiprocessing as mp, platform, statistics, time
 from pathlib import Path

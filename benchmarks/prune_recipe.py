@@ -16,6 +16,8 @@ then a copy is pruned to `--sparsity` by global magnitude and retrained (random 
 - `--alpha a > 0`: KD from a frozen copy of the dense model (`KDCallback(alpha=a, T=--T)`); `--noise`, `--shift`:
   `InputNoise` (seen by student and teacher); `--mix`: fastai's `MixUp`; `--criterion lamp`: LAMP scores (Lee et al.
   2021, *Layer-adaptive sparsity for the magnitude-based pruning*) instead of |w| for the global ranking.
+Both criteria rank globally (`scope='global'`, the default of `PruneCallback` when this search ran; its default is now
+`scope='lamp'`, which ranks by LAMP scores itself, so `--criterion lamp` is `PruneCallback`'s default ranking).
 
 Prints one JSON line per seed (dense and pruned validation accuracy, drop in points, measured sparsity, training-set
 accuracy, seconds) and the mean drop. Measured on 2 shared CPU cores, torch 2.13 CPU (drop = dense - pruned, points;
@@ -101,10 +103,10 @@ def run(a):
     t = time.perf_counter()
     if a.method == 'agp':
         sched = combine_scheds([0.1, 0.6, 0.3], [SchedNo(0., 0.), SchedAgp(0., 1.), SchedNo(1., 1.)])
-        l = learner(model, cbs=[Prune(a.sparsity, schedule=sched, every=a.every)] + extra)
+        l = learner(model, cbs=[Prune(a.sparsity, schedule=sched, every=a.every, scope='global')] + extra)
         l.fit_one_cycle(a.epochs, a.lr, wd=a.wd)
     else:
-        cb = Prune(0.)
+        cb = Prune(0., scope='global')
         l = learner(model, cbs=[cb] + extra)
         for r in range(1, a.rounds + 1):
             s = 1 - (1 - a.sparsity) ** (r / a.rounds)

@@ -133,7 +133,8 @@ def kd_prune_job(
     t = Teacher(tm)
     fp0 = t.fingerprint()
     kd = KDCallback(t, alpha=alpha, T=T, cache=SoftTargetCache.build(t, dls.train) if cache else None)
-    pr = PruneCallback(sparsity, schedule=schedule, criterion=criterion)
+    pr = PruneCallback(sparsity, schedule=schedule, criterion=criterion, # every mask update is a collective
+                       agp_steps='auto')                         # under DDP: `prune_window`'s steps bound them
     learn = Learner(dls, cnn1d(student_ch), loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=[kd, pr])
     start = time.time()
     with ddp_ctx(learn):
