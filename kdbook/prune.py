@@ -24,12 +24,10 @@ __all__ = ['GRANULARITIES', 'CRITERIA', 'SCOPES', 'IMPORTANCES', 'prunable_layer
 
 # %% ../nbs/06_prune.ipynb #12be79d8
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
-
 def _candidates(model):
     "Modules with a >= 2-D `weight` parameter, by name"
     return {n: m for n, m in model.named_modules()
             if n and isinstance(getattr(m, 'weight', None), nn.Parameter) and m.weight.dim() > 1}
-
 def prunable_layers(
     model:nn.Module, # The model to prune
     layers=None,     # None (conv and linear layers), or module types, names, a predicate `f(name, module)`, a list
@@ -61,18 +59,14 @@ def prunable_layers(
 GRANULARITIES = ('weight', 'vector', 'kernel', 'filter')
 CRITERIA = ('magnitude', 'taylor')
 SCOPES = ('global', 'local', 'lamp')
-
 def _check_choice(name, v, valid):
     if v not in valid: raise ValueError(f"{name}={v!r} is unknown; use one of {', '.join(map(repr, valid))}")
-
 def _check_sparsity(s, name='sparsity'):
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1:
         raise ValueError(f"{name} must be a number in [0, 1) (the share of weights set to zero), got {s!r}")
-
 def _block_dims(w, granularity):
     d = w.dim()
     return {'weight': (), 'vector': (d-1,), 'kernel': tuple(range(2, d)), 'filter': tuple(range(1, d))}[granularity]
-
 def _block_scores(score, granularity):
     "Mean `score` over each block (keepdim), and the number of weights per block"
     dims = _block_dims(score, granularity)
@@ -80,7 +74,6 @@ def _block_scores(score, granularity):
     n = 1
     for d in dims: n *= score.shape[d]
     return score.mean(dims, keepdim=True), n
-
 def _lamp(b, n):
     "LAMP scores of one layer's block scores `b` (pruned blocks -1, which stay -1) of `n` weights each"
     flat = b.flatten()
@@ -92,7 +85,6 @@ def _lamp(b, n):
     out = torch.empty_like(flat)
     out[order] = ssq / tail.clamp(min=torch.finfo(tail.dtype).tiny)
     return out.masked_fill(flat < 0, -1.).view(b.shape)
-
 def _keep_lowest(s, k):
     "Keep-mask pruning exactly the `k` lowest entries of 1-D `s` (ties: lowest index first), in O(n) with `kthvalue`"
     if k <= 0: return torch.ones_like(s, dtype=torch.bool)
@@ -103,7 +95,6 @@ def _keep_lowest(s, k):
         ties = (s == v).nonzero().flatten()
         keep[ties[ties.numel() - (n_low - k):]] = True
     return keep
-
 def compute_masks(
     scores:dict,               # Per-weight scores (>= 0, pruned weights -1), by layer name
     sparsity:float=None,       # Share of the weights to prune, in [0, 1); or None with `threshold`
