@@ -219,7 +219,7 @@ def test_compute_masks_random_shapes(shapes, s, granularity, scope, seed):
     scores = {f'l{i}': torch.rand(o, i_, *([k] if k else []), generator=g) for i, (o, i_, k) in enumerate(shapes)}
     masks = compute_masks(scores, s, granularity=granularity, scope=scope)
     assert masks.keys() == scores.keys()
-    groups = [list(scores)] if scope == 'global' else [[n] for n in scores]
+    groups = [[n] for n in scores] if scope == 'local' else [list(scores)] # the share: per layer, or over all layers
     for grp in groups:
         n = sum(scores[k].numel() for k in grp)
         pruned = sum(int((~masks[k]).sum()) for k in grp)
@@ -229,7 +229,8 @@ def test_compute_masks_random_shapes(shapes, s, granularity, scope, seed):
         assert m.shape == scores[k].shape and m.dtype == torch.bool
         dims = _dims(scores[k], granularity)
         if dims: assert ((m.all(dims) | (~m).all(dims))).all()   # whole blocks only
-    for grp in groups:                                              # kept blocks score at least as high as pruned ones
+    ranked = [list(scores)] if scope == 'global' else [[n] for n in scores] # LAMP keeps the order within a layer only
+    for grp in ranked:                                              # kept blocks score at least as high as pruned ones
         kept = [b for k in grp for b in _block_means(scores[k], masks[k], granularity, True)]
         gone = [b for k in grp for b in _block_means(scores[k], masks[k], granularity, False)]
         if kept and gone: assert min(kept) >= max(gone)

@@ -56,17 +56,18 @@ def test_default_call_trains_before_it_prunes():
         assert abs(cb.measured() - 0.9) < 1e-3
         res[name] = float(learn.validate()[1])
         if name == 'default':
-            assert 0.3 * n_iter <= cb.hist[0]['iter'] and cb.hist[-1]['iter'] <= 0.7 * n_iter + 1
-            assert len(cb.hist) <= 33                                   # 32 AGP steps, not one per batch
+            its = [h['iter'] for h in cb.hist]
+            assert 0.3 * n_iter <= its[0] and its[-1] <= 0.7 * n_iter + 1
+            assert len(its) > 33 and max(b - a for a, b in zip(its, its[1:])) <= 3  # the masks follow the ramp, batch by batch
     assert res['default'] > res['at first batch'] + 0.05, res
 
 
 @pytest.mark.parametrize('sparsity,window,steps', [(0.5, (0.4, 0.8), 16), (0.7, (0.35, 0.75), 24),
                                                    (0.95, (0.3, 0.7), 32)])
 def test_default_window_follows_sparsity(dls, sparsity, window, steps):
-    """The less there is to prune, the later the default window and the fewer its AGP steps: the first and last
-    pruning steps fall at the window's ends, and the masks change at most `steps` times"""
-    cb = PruneCallback(sparsity)
+    """The less there is to prune, the later the default window and, with `agp_steps='auto'`, the fewer its AGP steps:
+    the first and last pruning steps fall at the window's ends, and the masks change at most `steps` times"""
+    cb = PruneCallback(sparsity, agp_steps='auto')
     learn = learner(dls, cbs=cb)
     learn.fit_one_cycle(5, 1e-2)
     n_iter = 5 * len(dls.train)
@@ -75,6 +76,26 @@ def test_default_window_follows_sparsity(dls, sparsity, window, steps):
     assert last < window[1] + 1 / n_iter, (last, window)   # (AGP's last steps may move no weight of a small model)
     assert len(cb.hist) <= steps, len(cb.hist)         # (30 batches: the window has fewer than `steps` of them)
     assert abs(cb.measured() - sparsity) < 1e-3
+
+
+def test_default_ranking_never_empties_a_layer():
+    """A one-layer MLP with 512 hidden units, whose head has the smallest weights: a global ranking of raw magnitudes
+    prunes its head almost whole (here 0.5% of it kept: 24% valid accuracy); the default LAMP ranking keeps a fifth of
+    it and learns more (32%). benchmarks/prune_jobs.py's job h1, 3 seeds on a test split: 10% against 29%"""
+    dls = mnist1d_dls()
+    res = {}
+    for scope in ('lamp', 'global'):
+        torch.manual_seed(0)
+        cb = PruneCallback(0.9, **({} if scope == 'lamp' else dict(scope='global')))
+        learn = Learner(dls, mlp(40, (512,), 10), metrics=accuracy, cbs=cb)
+        learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
+        with learn.no_logging(): learn.fit_one_cycle(4, 3e-3, wd=1e-2)
+        kept = {n: float(cb.masks[n].float().mean()) for n in cb.pruned_layers}
+        res[scope] = (kept, float(learn.validate()[1]))
+        assert abs(cb.measured() - 0.9) < 1e-3
+    assert PruneCallback(0.5).scope == 'lamp'
+    assert res['global'][0]['head'] < 0.01 and res['lamp'][0]['head'] > 0.1, res
+    assert res['lamp'][1] > res['global'][1] + 0.04, res
 
 
 def test_save_load_export_fresh_process(dls, tmp_path):
