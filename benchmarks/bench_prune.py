@@ -4,8 +4,8 @@ Run: `python benchmarks/bench_prune.py [--part unstructured|structured|overhead|
 (the overhead on a shared machine: `--part overhead --threads 1 --clock cpu --reps 25`, as `bench_kd.py` does)
 
 1. unstructured, the 90% recipe, for each of `--seeds` (default 42 43 44): the dense teacher with the book's recipe
-   (`set_seed(seed)`, `mnist1d_dls(seed=seed)`, fit_one_cycle(40, 1e-2, wd=1e-2)), then a copy pruned to 90% by global
-   magnitude with AGP during a further fit_one_cycle(--prune-epochs=160, 1e-2, wd=1e-2) (10% dense, 60% AGP ramp,
+   (`set_seed(seed)`, `mnist1d_dls(seed=seed)`, fit_one_cycle(40, 1e-2, wd=1e-2)), then a copy pruned to 90% by
+   `PruneCallback`'s default ranking (LAMP scores since 2026-12-07; global raw magnitude in the runs before) with AGP during a further fit_one_cycle(--prune-epochs=160, 1e-2, wd=1e-2) (10% dense, 60% AGP ramp,
    30% recovery at 90%, masks every 8 batches), with KD from a frozen copy of the dense model (`KDCallback`,
    --prune-alpha=0.9, --T=4; `--kd 0` for plain retraining) on inputs perturbed by `InputNoise(--noise=0.1,
    max_shift=--shift=2)`; per seed the sparsity, the accuracy and its drop from dense, then the mean drop (target:
@@ -79,7 +79,7 @@ def unstructured(args):
         t_prune = time.perf_counter() - t
         with learn.no_bar(): acc_sparse, sp = learn.validate()[1], learn.prune.measured()
         res.append((seed, acc_dense, acc_sparse, sp))
-        print(f"[unstructured] seed {seed}: dense acc {acc_dense:.4f} ({args.epochs} epochs, {t_dense:.1f}s) | 90% global AGP over "
+        print(f"[unstructured] seed {seed}: dense acc {acc_dense:.4f} ({args.epochs} epochs, {t_dense:.1f}s) | 90% AGP over "
               f"{args.prune_epochs} epochs, {how}: sparsity {sp:.4f}, acc {acc_sparse:.4f} ({t_prune:.1f}s) | drop "
               f"{100*(acc_dense-acc_sparse):.2f} points", flush=True)
     print(sparsity_report(learn).to_string())
