@@ -92,7 +92,7 @@ def dense(model, fit, seed):
     return _dense_cache[key]
 
 
-def _callback(lib, sched, s, kdbook_kw):
+def _callback(lib, sched, s, kdbook_kw, layer_type=(nn.Conv1d, nn.Linear)):
     if lib == 'kdbook':
         from kdbook.prune import PruneCallback
         return PruneCallback(s, **kdbook_kw)
@@ -101,7 +101,7 @@ def _callback(lib, sched, s, kdbook_kw):
     from fasterai.core import schedule as fs
     proto = getattr(fs, sched)    # fasterai's schedules are module-level objects with state: copy this one
     fresh = fs.Schedule(proto.sched_func, proto.start_pct, proto.end_pct, proto.start_val, proto.end_val)
-    return SparsifyCallback(s, 'weight', 'global', large_final, fresh, layer_type=(nn.Conv1d, nn.Linear)) # a fraction
+    return SparsifyCallback(s, 'weight', 'global', large_final, fresh, layer_type=layer_type) # a fraction
 
 
 def _start(model, fit, start, seed):

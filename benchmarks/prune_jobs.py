@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from prune_grid import _callback # fasterai's stateful schedules copied per run, as in the grid
 
 FASTERAI_SCHEDULES = ('one_shot', 'iterative', 'agp', 'one_cycle', 'cos', 'lin')
 
@@ -121,15 +122,8 @@ def dense(job, seed):
 
 
 def callback(lib, sched, s, kw):
-    if lib == 'kdbook':
-        from kdbook.prune import PruneCallback
-        return PruneCallback(s, **kw)
-    from fasterai.sparse.all import SparsifyCallback
-    from fasterai.core.criteria import large_final
-    from fasterai.core import schedule as fs
-    proto = getattr(fs, sched)    # fasterai's schedules are module-level objects with state: copy this one
-    fresh = fs.Schedule(proto.sched_func, proto.start_pct, proto.end_pct, proto.start_val, proto.end_val)
-    return SparsifyCallback(s, 'weight', 'global', large_final, fresh, layer_type=(nn.Conv1d, nn.Conv2d, nn.Linear))
+    "kdbook's `PruneCallback(s, **kw)` or fasterai's schedule `sched`, as the grid builds them, on 2-D convs too"
+    return _callback(lib, sched, s, kw, layer_type=(nn.Conv1d, nn.Conv2d, nn.Linear))
 
 
 def run(task):
@@ -189,7 +183,7 @@ def main(seeds, n_jobs, out, candidates, only):
     todo = [t for t in tasks(seeds, candidates, only) if t[:4] not in done]
     print(f"{len(todo)} runs to do ({len(done)} already in {path})", flush=True)
     t0 = time.time()
-    with mp.get_context('fork').Pool(n_jobs, maxtasksperchild=None) as pool, path.open('a') as f:
+    with mp.get_context('fork').Pool(n_jobs) as pool, path.open('a') as f:
         # one (job, seed) per chunk: its dense run, then the pruning fits that fine-tune it, in one process
         per = 1 + 1 + len(candidates) + len(FASTERAI_SCHEDULES)
         for r in pool.imap(run, todo, chunksize=per if len(todo) % per == 0 else 1):
