@@ -40,9 +40,9 @@ class IndexLoader:
 
 def main(rounds=9, threads=2, bs=128, fit_epochs=0):
     if threads: torch.set_num_threads(threads)
-    fast = mnist1d_dls(bs=bs)
+    fast = mnist1d_dls(bs=bs, valid_pct=None)
     dev = fast.device
-    old = mnist1d_dls(bs=bs, dl_type=TfmdDL)
+    old = mnist1d_dls(bs=bs, dl_type=TfmdDL, valid_pct=None)
     xy = lambda ds: (torch.stack([ds[i][0] for i in range(len(ds))]), torch.tensor([int(ds[i][1]) for i in range(len(ds))]))
     (xt, yt), (xv, yv) = xy(fast.train_ds), xy(fast.valid_ds)
     per_item = DataLoaders.from_dsets(list(zip(xt, yt)), list(zip(xv, yv)), bs=bs, device=dev, num_workers=0)

@@ -39,7 +39,7 @@ from kdbook.schedules import SchedAgp
 from kdbook.prune import PruneCallback, sparsity_report, bake_masks, prunable_layers, prune_learner_channels
 
 
-def learner(cbs=None, **kw): return Learner(mnist1d_dls(), cnn1d(64), metrics=accuracy, cbs=cbs, **kw)
+def learner(cbs=None, **kw): return Learner(mnist1d_dls(valid_pct=None), cnn1d(64), metrics=accuracy, cbs=cbs, **kw)
 
 
 def teacher(seed=0, epochs=40, cbs=None):
@@ -60,7 +60,7 @@ def recipe_learner(dense_model, seed, args):
     cbs = [PruneCallback(0.9, schedule=sched, every=8)] + ([kd] if kd else [])
     if noise or shift: cbs.append(InputNoise(std=noise, max_shift=shift)); how += f', InputNoise(std={noise}, max_shift={shift})'
     set_seed(seed)
-    dls = mnist1d_dls(seed=seed)
+    dls = mnist1d_dls(seed=seed, valid_pct=None)
     return Learner(dls, copy.deepcopy(dense_model), metrics=accuracy, cbs=cbs), how
 
 
@@ -68,7 +68,7 @@ def unstructured(args):
     res = []
     for seed in getattr(args, 'seeds', [42]):
         set_seed(seed)
-        dense = Learner(mnist1d_dls(seed=seed), cnn1d(64), metrics=accuracy)
+        dense = Learner(mnist1d_dls(seed=seed, valid_pct=None), cnn1d(64), metrics=accuracy)
         t = time.perf_counter()
         with dense.no_bar(), dense.no_logging(): dense.fit_one_cycle(args.epochs, 1e-2, wd=1e-2)
         t_dense = time.perf_counter() - t
@@ -99,7 +99,7 @@ def unstructured(args):
         bake_masks(l2); l2.export(Path(d)/'p.pkl'); l3 = load_learner(Path(d)/'p.pkl')
         # load_learner puts the model on the CPU (its default, cpu=True): compare and validate there
         ok_export = all(torch.equal(m.weight == 0, zeros[n].cpu()) for n, m in prunable_layers(l3.model).items())
-        with l3.no_bar(): acc_export = l3.validate(dl=mnist1d_dls(device='cpu').valid)[1]
+        with l3.no_bar(): acc_export = l3.validate(dl=mnist1d_dls(device='cpu', valid_pct=None).valid)[1]
     print(f"[unstructured] zeros exact after 2 more epochs: {ok_train}, after save/load + 1 epoch: {ok_load}, "
           f"after export/load_learner: {ok_export} (acc {acc_export:.4f})")
     return learn

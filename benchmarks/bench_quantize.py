@@ -18,7 +18,7 @@ from kdbook.report import compare_models
 
 def main(epochs=10, n_runs=50, bs=256):
     torch.manual_seed(0)
-    dls = mnist1d_dls()
+    dls = mnist1d_dls(valid_pct=None)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, latency: batch {bs}, median of {n_runs} interleaved runs")
     for name, mk in (('mlp()', mlp), ('cnn1d(16)', lambda: cnn1d(16))):
         torch.manual_seed(0)

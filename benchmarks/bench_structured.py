@@ -187,7 +187,7 @@ if __name__ == '__main__':
     p.add_argument('--save', default=None, help='folder to save (part all/accuracy) or load (part speed) the models')
     p.add_argument('--alloc', default=None, help='internal: time in this process, labelled with this allocator setting')
     a = p.parse_args()
-    dls = mnist1d_dls(bs=128, num_workers=0)
+    dls = mnist1d_dls(bs=128, num_workers=0, valid_pct=None)
     if a.alloc is None: print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
     keep = {}
     if a.part in ('accuracy', 'all'):

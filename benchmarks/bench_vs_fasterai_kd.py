@@ -37,7 +37,7 @@ from kdbook.distill import KDCallback
 
 
 def learner(model, cbs=None):
-    learn = Learner(mnist1d_dls(), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs)
+    learn = Learner(mnist1d_dls(valid_pct=None), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs)
     learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
     learn.logger = lambda *a, **k: None
     return learn

