@@ -117,8 +117,8 @@ def kd_prune_job(
     schedule:str='agp',         # Pruning schedule of `PruneCallback`
     criterion:str='magnitude',  # Pruning criterion: 'magnitude' or 'taylor'
     cache:bool=False,           # Read the teacher's logits from a `SoftTargetCache` instead of running it
-    n_train:int=4000,           # MNIST-1D training samples
-    n_valid:int=1000,           # MNIST-1D validation samples
+    n_train:int=4000,           # MNIST-1D training samples (an eighth of them validates)
+    n_valid:int=1000,           # MNIST-1D held-out samples: the test split
     seed:int=0,                 # Seed of the student's initialisation and of the shuffling
 ):
     "Distil and prune a MNIST-1D student on every rank of a torchrun launch; rank 0 writes all ranks' report to `out`"
@@ -144,10 +144,11 @@ def kd_prune_job(
     masks = {k: v.cpu() for k, v in pr.masks.items()}
     rep = dict(rank=rank_distrib(), world_size=max(num_distrib(), 1), device=str(dev), fit_seconds=fit_s,
                teacher_before=fp0, teacher_after=t.fingerprint(), teacher_accuracy=dl_accuracy(tm, dls.valid),
+               teacher_test_accuracy=dl_accuracy(tm, dls.test),
                student=tensor_crc(learn.model.state_dict().values()),
                masks=tensor_crc(masks[k] for k in sorted(masks)),
                sparsity=pr.measured(), masks_resynced=getattr(sync, 'n_resynced', 0),
-               accuracy=dl_accuracy(learn.model, dls.valid))
+               accuracy=dl_accuracy(learn.model, dls.valid), test_accuracy=dl_accuracy(learn.model, dls.test))
     reps, all_masks = gather_object(rep), gather_object(masks)
     same = all(all(torch.equal(m[k], all_masks[0][k]) for k in all_masks[0]) for m in all_masks)
     res = dict(ranks=reps, masks_equal=same)

@@ -28,7 +28,7 @@ from .report import compare_models, plot_accuracy_vs_size, serialized_state, top
 from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
 
 # %% auto #0
-__all__ = ['run_demo', 'prune_schedule', 'run_pipeline', 'save_results']
+__all__ = ['run_demo', 'prune_schedule', 'pipeline_pruning', 'run_pipeline', 'save_results']
 
 # %% ../nbs/10_pipeline.ipynb #a20be1e2
 _tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
@@ -65,18 +65,21 @@ def _agreement(model, dl, t_top1):
     return (top1_preds(model, dl)[0] == t_top1).float().mean().item()
 
 # %% ../nbs/10_pipeline.ipynb #86aa778e
-def _demo_row(name, learn, secs, t_top1, task, s):
-    "The demo's row of a trained `learn`: params, validation score, agreement with the teacher's `t_top1`, seconds"
-    agree = _agreement(learn.model, learn.dls.valid, t_top1) if task.classify else float('nan')
-    return {'model': name, 'params': count_params(learn.model), task.score: round(float(learn.validate()[1]), 4),
-            'agreement': round(agree, 4), 'epochs': s['epochs'], 'train_s': round(secs, 1)}
+def _demo_row(name, learn, secs, t_top1, task, dls, epochs):
+    "The demo's row of `learn`: params, test and valid scores, test agreement with the teacher's `t_top1`, seconds"
+    agree = _agreement(learn.model, dls.test, t_top1) if task.classify else float('nan')
+    def score(dl):
+        with learn.no_bar(): return round(float(learn.validate(dl=dl)[1]), 4) # a second's bar: left out
+    return {'model': name, 'params': count_params(learn.model), task.score: score(dls.test),
+            f'valid_{task.score}': score(dls.valid), 'agreement': round(agree, 4), 'epochs': epochs,
+            'train_s': round(secs, 1)}
 
 def run_demo(
     settings:dict=None, # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
     show:bool=True,     # Show fastai's progress bars
     **overrides         # Any setting, e.g. `epochs=5`, overriding `settings`
 ) -> pd.DataFrame:
-    "Train the teacher and the students of the demo; one row per model with params, score, agreement and train time"
+    "Train the teacher and the students of the demo; one row per model: params, test and valid scores, agreement, time"
     s = override_settings(settings, **overrides)
     if not 0 < s['label_pct'] <= 1: raise ValueError(f"label_pct must be in (0, 1], got {s['label_pct']}")
     device = check_device(s['device'] or None)
@@ -84,10 +87,11 @@ def run_demo(
     set_seed(s['seed'])
     dls = task.dls(bs=s['bs'], seed=s['seed'], device=device)
     fit, kd = partial(_train, task=task, s=s, show=show), partial(_kd, s=s, classify=task.classify)
-    teacher, secs = fit(dls, task.teacher)
-    t_top1 = top1_preds(teacher.model, dls.valid)[0] if task.classify else None
-    row = partial(_demo_row, t_top1=t_top1, task=task, s=s)
-    rows = [row('teacher', teacher, secs), row('student, scratch', *fit(dls, task.student))]
+    aug = [InputNoise(0.1, max_shift=2)] if s['dataset'] == 'mnist1d' else [] # the teacher's recipe of chapter 13
+    teacher, secs = fit(dls, task.teacher, cbs=aug, s={**s, 'epochs': 3 * s['epochs']})
+    t_top1 = top1_preds(teacher.model, dls.test)[0] if task.classify else None
+    row = partial(_demo_row, t_top1=t_top1, task=task, dls=dls, epochs=s['epochs'])
+    rows = [row('teacher', teacher, secs, epochs=3 * s['epochs']), row('student, scratch', *fit(dls, task.student))]
     if task.classify:
         pct = f"{s['label_pct']:.0%} labels"
         few = mask_labels(dls, keep_pct=s['label_pct'], seed=s['seed'])
@@ -97,12 +101,17 @@ def run_demo(
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_pipeline.ipynb #b4fdd852
-_test_splits = { # the pipeline's test split, which no choice sees: MNIST-1D's held-out signals, a fixed fifth of digits
-    'mnist1d': dict(valid_pct=0.125), 'digits': dict(test_pct=0.2)}
-
 def prune_schedule():
     "The pipeline's pruning schedule, share of the target sparsity along training: AGP over 70%, then the target"
     return sparsity_schedule('agp', pct_start=0., pct_end=0.7, agp_steps=None) # smooth, from the first batch
+
+def pipeline_pruning(
+    sparsity:float,         # Target sparsity of the student's conv and linear weights
+    criterion:str='taylor', # `PruneCallback`'s score: 'taylor' (|grad * w|) or 'magnitude' (|w|)
+    scope:str='global',     # `PruneCallback`'s ranking; 'global' is the one `pipeline_choice.py` chose the recipe with
+) -> PruneCallback:
+    "The pipeline's pruning stage: `PruneCallback` with `prune_schedule`, a Taylor score and a global ranking"
+    return PruneCallback(sparsity, schedule=prune_schedule(), criterion=criterion, scope=scope)
 
 def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
@@ -152,7 +161,7 @@ def run_pipeline(
     device = check_device(s['device'] or None)
     task = _task(s['dataset'], s['teacher_width'], s['pipeline_width'])
     set_seed(s['seed'])
-    dls = task.dls(bs=s['bs'], seed=s['seed'], device=device, **_test_splits[s['dataset']])
+    dls = task.dls(bs=s['bs'], seed=s['seed'], device=device) # three splits: the test split reports, nothing chooses
     fit, kd = partial(_train, dls, task=task, s=s, show=show), partial(_kd, s=s)
     models, secs = {}, {}
     aug, long = [InputNoise(noise, max_shift=2)] if noise else [], {**s, 'epochs': long_epochs or 3 * s['epochs']}
@@ -161,8 +170,7 @@ def run_pipeline(
     learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug], s=long)
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    prune = PruneCallback(s['student_sparsity'], schedule=prune_schedule(), criterion=criterion,
-                          scope='global') # the ranking its recipe was chosen with (benchmarks/pipeline_choice.py)
+    prune = pipeline_pruning(s['student_sparsity'], criterion)
     learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune, *aug],
                               s={**s, 'epochs': prune_epochs or 4 * s['epochs']})
     bake_masks(learn)

@@ -39,7 +39,7 @@ def test_demo_writes_table_and_files(tmp_path):
     assert [row['model'] for row in res['results']][:2] == ['teacher', 'student, scratch']
     assert res['settings']['dataset'] == 'digits'
     assert (tmp_path/'out'/'results.png').stat().st_size > 1000
-    assert (tmp_path/'out'/'results.csv').read_text().startswith('model,params,accuracy,agreement,epochs,train_s')
+    assert (tmp_path/'out'/'results.csv').read_text().startswith('model,params,accuracy,valid_accuracy,agreement,epochs,train_s')
 
 def test_settings_ini_changes_the_demo(tmp_path):
     "Editing settings.ini (found in the working directory) changes what `kdbook demo` does, without code changes"
@@ -51,7 +51,8 @@ def test_settings_ini_changes_the_demo(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path/'out'/'results.json').read_text())
     assert res['settings']['dataset'] == 'diabetes' and res['settings']['epochs'] == 2
-    assert all(row['epochs'] == 2 and 'rmse' in row for row in res['results'])
+    assert [row['epochs'] for row in res['results']] == [6, 2, 2] # the teacher trains 3x as long as its students
+    assert all('rmse' in row and 'valid_rmse' in row for row in res['results'])
 
 def test_bad_settings_value_is_reported(tmp_path):
     (tmp_path/'settings.ini').write_text('[DEFAULT]\nepochs = forty\n')
@@ -83,7 +84,7 @@ def test_pipeline_full_end_to_end(tmp_path):
     assert sh['stored_path'] == str(tmp_path/'out'/'models'/name)
     assert Path(sh['stored_path']).stat().st_size == sh['stored_bytes'] < rows[pruned]['stored_bytes']
     assert rows[f'{pruned}, int8_weight']['stored_path'] is None
-    test = mnist1d_dls(seed=s['seed'], valid_pct=0.125).test # the pipeline reports its accuracy on the test split
+    test = mnist1d_dls(seed=s['seed']).test # the pipeline reports its accuracy on the test split
     assert abs(dl_accuracy(load_compressed(sh['stored_path']), test) - sh['accuracy']) < 1e-4
     p, q, kd = rows[pruned], rows[f'{pruned}, int8_weight'], rows['student, KD']
     assert abs(p['weight_sparsity'] - s['student_sparsity']) < 1e-3 # the setting's sparsity, measured on the weights
