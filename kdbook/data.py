@@ -192,7 +192,7 @@ def mnist1d_dls(
     seed:int=42,      # Seed of the training loader's shuffling
     device=None,      # Device of the batches; `None` for fastai's default
     n_train:int=4000, # Number of training samples
-    n_valid:int=1000, # Number of validation samples
+    n_valid:int=1000, # Number of held-out samples: `dls.test` (the validation split if `valid_pct=None`)
     path=None,        # Cache file of the generated arrays (see `mnist1d_arrays`)
     valid_pct:float=0.125, # Share of the `n_train` signals that validates (stratified); the `n_valid` held-out
                            # signals are `dls.test`. `None`: they validate, and there is no test split
