@@ -14,8 +14,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['MAX_PARAMS', 'MAX_LAYERS', 'MAX_DEPTH', 'MAX_DESCRIPTION', 'MAX_CODE_LENGTH', 'LZMA_MEMLIMIT', 'CODERS',
-           'StoredModelError', 'inflate', 'huffman_lengths', 'huffman_encode', 'huffman_decode', 'ByteWriter',
-           'ByteReader', 'describe_model', 'check_description', 'build_model']
+           'STATE_DTYPES', 'StoredModelError', 'inflate', 'huffman_lengths', 'huffman_encode', 'huffman_decode',
+           'ByteWriter', 'ByteReader', 'describe_model', 'describe_state', 'check_description', 'build_model']
 
 # %% ../nbs/11_coding.ipynb #f01e3b43
 class StoredModelError(ValueError):
@@ -243,8 +243,12 @@ _ARCH = { # the module types a stored model may hold, and the attributes that re
        for c in (nn.MaxPool1d, nn.MaxPool2d)},
     **{c: ('kernel_size', 'stride', 'padding', 'ceil_mode', 'count_include_pad') for c in (nn.AvgPool1d, nn.AvgPool2d)},
     **{c: ('output_size',) for c in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)},
+    nn.LayerNorm: ('normalized_shape', 'eps', 'elementwise_affine', 'bias'),
+    nn.GroupNorm: ('num_groups', 'num_channels', 'eps', 'affine'),
     nn.ReLU: ('inplace',), nn.Flatten: ('start_dim', 'end_dim'), nn.Dropout: ('p',), nn.Identity: (),
-    nn.Tanh: (), nn.Sigmoid: (), nn.GELU: ('approximate',)}
+    nn.Tanh: (), nn.Sigmoid: (), nn.GELU: ('approximate',), nn.LeakyReLU: ('negative_slope', 'inplace'),
+    nn.ELU: ('alpha', 'inplace'), nn.SiLU: ('inplace',), nn.Mish: ('inplace',), nn.Hardswish: ('inplace',),
+    nn.Softmax: ('dim',)}
 _BY_NAME = {c.__name__: c for c in (*_ARCH, nn.Sequential)}
 
 def _arg(m, a):
@@ -258,9 +262,23 @@ def describe_model(
     "The JSON description that rebuilds `model` without code: `[type name, args]`, or `['Sequential', [[name, ...]]]`"
     if type(model) is nn.Sequential: return ['Sequential', [[n, describe_model(c)] for n, c in model.named_children()]]
     if type(model) not in _ARCH:
-        raise ValueError(f"A stored model is an nn.Sequential of {', '.join(sorted(_BY_NAME))} layers; "
-                         f"{type(model).__name__} is not one of them: rebuild the model as an nn.Sequential of those")
+        raise ValueError(f"A self-contained stored model is an nn.Sequential of {', '.join(sorted(_BY_NAME))} layers; "
+                         f"{type(model).__name__} is not one of them: store its weights only (`describe_state`), "
+                         f"or rebuild the model as an nn.Sequential of those")
     return [type(model).__name__, [_arg(model, a) for a in _ARCH[type(model)]]]
+
+STATE_DTYPES = ('float32', 'float16', 'float64', 'int64', 'int32', 'int16', 'int8', 'uint8') # a state's tensors
+
+def describe_state(
+    state:dict, # A `state_dict`: names and tensors
+) -> list:
+    "The description of a model's weights alone, `['State', [[name, shape, dtype], ...]]`: the architecture is code"
+    res = []
+    for k, v in state.items():
+        if (dt := str(v.dtype).removeprefix('torch.')) not in STATE_DTYPES:
+            raise ValueError(f"{k} is a {dt} tensor; a stored state holds {', '.join(STATE_DTYPES)}: convert it first")
+        res.append([k, list(v.shape), dt])
+    return ['State', res]
 
 # Argument checks: each attribute's allowed values, given the layer's number of spatial dimensions `d`
 def _int(v, lo=1, hi=2**31 - 1): return type(v) is int and lo <= v <= hi
@@ -277,7 +295,10 @@ _CHECKS = dict(in_features=_SIZE, out_features=_SIZE, in_channels=_SIZE, out_cha
     inplace=_FLAG, padding_mode=lambda v, d: v in ('zeros', 'reflect', 'replicate', 'circular'),
     eps=lambda v, d: _num(v, 1e-38, 1e38) and v > 0, momentum=lambda v, d: v is None or _num(v, 0, 1),
     p=lambda v, d: _num(v, 0, 1), start_dim=lambda v, d: _int(v, -16, 16), end_dim=lambda v, d: _int(v, -16, 16),
-    approximate=lambda v, d: v in ('none', 'tanh'))
+    approximate=lambda v, d: v in ('none', 'tanh'), negative_slope=lambda v, d: _num(v, -1e6, 1e6),
+    alpha=lambda v, d: _num(v, -1e6, 1e6), dim=lambda v, d: v is None or _int(v, -16, 16),
+    normalized_shape=lambda v, d: _int(v) or type(v) is list and 1 <= len(v) <= 8 and all(_int(x) for x in v),
+    num_groups=_SIZE, num_channels=_SIZE, elementwise_affine=_FLAG)
 
 def _layer_tensors(kind, a, d):
     "Name and shape of each tensor in the state_dict of a layer of type `kind` with the checked arguments `a`"
@@ -291,6 +312,10 @@ def _layer_tensors(kind, a, d):
         v = (a['num_features'],)
         return [('weight', v), ('bias', v)] * a['affine'] + \
                [('running_mean', v), ('running_var', v), ('num_batches_tracked', ())] * a['track_running_stats']
+    if kind == 'LayerNorm':
+        v = tuple(a['normalized_shape']) if type(a['normalized_shape']) is list else (a['normalized_shape'],)
+        return [('weight', v)] * a['elementwise_affine'] + [('bias', v)] * (a['elementwise_affine'] and a['bias'])
+    if kind == 'GroupNorm': return [('weight', (a['num_channels'],)), ('bias', (a['num_channels'],))] * a['affine']
     return []
 
 _TAKEN = frozenset(dir(nn.Sequential)) # names a child cannot have: nn.Sequential's methods and attributes
@@ -306,6 +331,30 @@ def _check_name(name, seen, where):
 
 def _at(where): return where.rstrip('.')[:100] or 'the model' # a layer's place, for messages
 
+def _count(n_values, shape, max_params):
+    "`n_values` plus the values of `shape`, refused past `max_params`"
+    n_values += math.prod(shape) # Python's integers: no overflow, however large the sizes
+    if max_params is not None and n_values > max_params:
+        raise StoredModelError(f"the model declares more than {max_params:,} values (parameters and buffers); pass "
+                               f"max_params= a larger number to load a model this large from a source you trust")
+    return n_values
+
+def _check_state(items, max_params):
+    "`{name: (shape, dtype)}` of a weights-only description's `[name, shape, dtype]` items, each checked"
+    if type(items) is not list or len(items) > 4 * MAX_LAYERS:
+        raise StoredModelError(f"a stored state is a list of at most {4 * MAX_LAYERS:,} [name, shape, dtype]")
+    spec, n_values = {}, 0
+    for it in items:
+        if not (type(it) is list and len(it) == 3 and type(it[0]) is str and 0 < len(it[0]) <= 256 and
+                it[0].isascii() and it[0].isprintable() and it[0] not in spec):
+            raise StoredModelError(f"a stored state's entry {repr(it)[:70]} is not [a new name, shape, dtype]")
+        k, shape, dt = it
+        if not (type(shape) is list and len(shape) <= 8 and all(_int(x, 0) for x in shape)) or dt not in STATE_DTYPES:
+            raise StoredModelError(f"{k[:100]}: shape {repr(shape)[:40]} or dtype {repr(dt)[:20]} is not allowed")
+        n_values = _count(n_values, shape, max_params)
+        spec[k] = torch.Size(shape), getattr(torch, dt)
+    return spec
+
 def check_description(
     desc,                      # A model description, as `describe_model` writes it and `json.loads` reads it
     max_params:int=MAX_PARAMS, # Most values (parameters and buffers) it may declare; None for no limit
@@ -313,6 +362,7 @@ def check_description(
     "`{name: (shape, dtype)}` of each tensor `desc` declares, once all of it is checked; else `StoredModelError`"
     if max_params is not None and (type(max_params) is not int or max_params < 0):
         raise ValueError(f"max_params must be None (no limit) or an integer >= 0 such as 10**8, got {max_params!r}")
+    if type(desc) is list and len(desc) == 2 and desc[0] == 'State': return _check_state(desc[1], max_params)
     n_layers = n_values = 0
     spec, todo, dtype = {}, [(desc, '', 0)], torch.get_default_dtype()
     while todo:
@@ -341,12 +391,11 @@ def check_description(
         a = dict(zip(attrs, args))
         if 'groups' in a and (a['in_channels'] % a['groups'] or a['out_channels'] % a['groups']):
             raise StoredModelError(f"{_at(where)}: {kind}'s groups={a['groups']} does not divide its channels")
+        if 'num_groups' in a and a['num_channels'] % a['num_groups']:
+            raise StoredModelError(f"{_at(where)}: GroupNorm's num_groups={a['num_groups']} does not divide "
+                                   f"its channels")
         for name, shape in _layer_tensors(kind, a, dim):
-            n_values += math.prod(shape) # Python's integers: no overflow, however large the sizes
-            if max_params is not None and n_values > max_params:
-                raise StoredModelError(f"the model declares more than {max_params:,} values (parameters and "
-                                       f"buffers); pass max_params= a larger number to load a model this large "
-                                       f"from a source you trust")
+            n_values = _count(n_values, shape, max_params)
             spec[where + name] = torch.Size(shape), torch.int64 if name == 'num_batches_tracked' else dtype
     return spec
 
@@ -361,6 +410,9 @@ def build_model(
 ) -> nn.Module:
     "The model that `desc` describes, freshly initialised, once `check_description` passed it; else `StoredModelError`"
     check_description(desc, max_params)
+    if desc[0] == 'State':
+        raise StoredModelError("This file holds a model's weights only, not its architecture: build the model in code "
+                               "and pass it, `load_compressed(path, model=your_model)`")
     try: return _build(desc)
     except (TypeError, ValueError, RuntimeError) as e: # torch's own checks, e.g. padding='same' with a stride
         raise StoredModelError(f"Not a model description that build_model can build ({e}): {str(desc)[:200]}") from None

@@ -16,11 +16,12 @@ from fastai.callback.core import Callback
 from .models import as_module
 from .prune import prunable_layers
 from .coding import (CODERS, MAX_PARAMS, MAX_LAYERS, MAX_DESCRIPTION, StoredModelError, ByteWriter, ByteReader,
-                           describe_model, check_description, build_model, inflate)
+                           describe_model, describe_state, check_description, build_model, inflate)
 
 # %% auto #0
 __all__ = ['PAPER_BITS', 'MAGIC', 'kmeans_1d', 'share_weights', 'WeightShareCallback', 'fold_batchnorm', 'round_to_half',
-           'to_compressed', 'from_compressed', 'StoredFile', 'save_compressed', 'load_compressed', 'storage_report']
+           'to_compressed', 'check_sha256', 'load_state', 'from_compressed', 'StoredFile', 'save_compressed',
+           'load_compressed', 'storage_report']
 
 # %% ../nbs/12_compress.ipynb #a9ea8e54
 def kmeans_1d(
@@ -266,16 +267,27 @@ def _decode(r, ref):
     return t.reshape(ref.shape)
 
 # %% ../nbs/12_compress.ipynb #ab34d28e
-def _state(model): return dict(model.state_dict())
+def _state(model): return dict(model) if isinstance(model, dict) else dict(model.state_dict())
+def _unwrap(model): return model if isinstance(model, dict) else as_module(model) # a state_dict, or a Learner's model
 
-def _parts(model, coder):
+def _describe(model, state, weights_only):
+    "`describe_model(model)`, or `describe_state(state)` if `weights_only`, or if None and the model is not describable"
+    if isinstance(model, dict):
+        if weights_only is False: raise ValueError("A state_dict holds no architecture: pass the model itself")
+        return describe_state(state)
+    if weights_only is None:
+        try: return describe_model(model)
+        except ValueError: return describe_state(state)
+    return describe_state(state) if weights_only else describe_model(model)
+
+def _parts(model, coder, weights_only=None):
     "`model`'s description and the encoding of each of its tensors, after checking that the file can hold them"
     if coder not in CODERS: raise ValueError(f"Unknown coder {coder!r}; valid names: {', '.join(CODERS)}")
     state = _state(model)
     if bad := [k for k, v in state.items() if type(v) not in (torch.Tensor, nn.Parameter)]:
         raise ValueError(f"{bad[:3]} are not plain tensors (a quantized model?): store the float model, after "
                          f"`share_weights` or `WeightShareCallback` has shared its weights")
-    desc = describe_model(model)
+    desc = _describe(model, state, weights_only)
     if check_description(desc, max_params=None) != {k: (v.shape, v.dtype) for k, v in state.items()}:
         raise ValueError("The description does not rebuild the model's tensors: was a layer changed after building?")
     encs = {}
@@ -291,14 +303,18 @@ def _assemble(desc, encs):
     return MAGIC + bytes(w.buf) + struct.pack('<I', zlib.crc32(w.buf))
 
 def to_compressed(
-    model,                # An `nn.Module` (an `nn.Sequential`, see `describe_model`) or a `Learner`
-    coder:str='huffman',  # Entropy coder of the symbol streams, one of `CODERS`
+    model,                  # Any `nn.Module`, a `Learner`, or a `state_dict` (stored as weights only)
+    coder:str='huffman',    # Entropy coder of the symbol streams, one of `CODERS`
+    weights_only:bool=None, # True: the tensors only; False: with the architecture; None: the architecture if it can
 ) -> bytes:
     "`model` in the stored format: magic, its description, each tensor in its smallest exact encoding, a checksum"
-    return _assemble(*_parts(as_module(model), coder))
+    return _assemble(*_parts(_unwrap(model), coder, weights_only))
 
-def _check_sha256(data, sha256):
-    "Refuse `data` unless its SHA-256 is `sha256` (64 hex digits, 'sha256:' in front allowed, as pip writes it)"
+def check_sha256(
+    data:bytes, # The bytes to check, all of them
+    sha256:str, # The SHA-256 they must have: 64 hex digits, 'sha256:' in front allowed (as pip writes it)
+):
+    "Refuse `data` (`StoredModelError`) unless its SHA-256 is `sha256`; a malformed `sha256` is a `ValueError`"
     want = sha256.lower().removeprefix('sha256:') if isinstance(sha256, str) else ''
     if not re.fullmatch('[0-9a-f]{64}', want):
         raise ValueError(f"sha256 must be the file's SHA-256 as 64 hex digits (`StoredFile.sha256`, or what "
@@ -307,8 +323,8 @@ def _check_sha256(data, sha256):
         raise StoredModelError(f"The file's SHA-256 is {got}, not the {want} it was pinned to: it is not the file "
                                f"you expect, so none of it was read")
 
-def _read_model(body, max_params):
-    "The model in `body` (a file between its magic and its checksum): every size is checked before memory is taken"
+def _read_state(body, max_params):
+    "The description and the tensors in `body` (a file between its magic and its checksum), every size checked first"
     r = ByteReader(body)
     try: desc = json.loads(inflate(r.raw(), 'zlib', MAX_DESCRIPTION).decode())
     except StoredModelError as e: raise StoredModelError(f"model description: {e}") from None
@@ -318,22 +334,40 @@ def _read_model(body, max_params):
     if r.left() < (need := sum(_min_bytes(*v) for v in spec.values())):
         raise StoredModelError(f"the file holds {r.left():,} bytes of tensor data, fewer than the {need:,} that "
                                f"the {len(spec)} tensor(s) of its description need at least")
-    model = build_model(desc, max_params=None) # now its checked size may take memory
-    state = model.state_dict()
-    if {k: (v.shape, v.dtype) for k, v in state.items()} != spec: raise RuntimeError("torch built other tensors")
-    with torch.no_grad():
-        for t in state.values(): t.copy_(_decode(r, t)) # a tensor at a time; a model with one missing is never returned
+    state = {k: _decode(r, torch.empty(s, dtype=dt, device='meta')) for k, (s, dt) in spec.items()} # shapes only
     if r.left(): raise StoredModelError("Corrupt kdbook stored model: bytes left after its last tensor")
-    return model.eval()
+    return desc, state
+
+def _listed(what, keys):
+    "`what` and the first of `keys`, as one item of a list of problems; no item when `keys` is empty"
+    return [f"{what} ({len(keys)}): {'; '.join(keys[:4])}{'; …' if len(keys) > 4 else ''}"] * bool(keys)
+
+@torch.no_grad()
+def load_state(
+    model:nn.Module, # Takes the tensors in place, each on the device and in the dtype it has (or a dict of tensors)
+    state:dict,      # Names and tensors, from a stored file or any `state_dict`
+) -> nn.Module:
+    "Copy `state` into `model` once every name, shape and dtype matches its `state_dict`; else copy nothing and say why"
+    own = _state(model)
+    bad = _listed('missing from the file', [k for k in own if k not in state]) + \
+          _listed('not in the model', [k for k in state if k not in own]) + \
+          _listed('shape or dtype differs', [f"{k} is {tuple(v.shape)} {v.dtype} in the file, {tuple(own[k].shape)} "
+                  f"{own[k].dtype} in the model" for k, v in state.items()
+                  if k in own and (v.shape != own[k].shape or v.dtype != own[k].dtype)])
+    if bad: raise StoredModelError(f"The tensors do not fit this model. {'. '.join(bad)}. Build the architecture "
+                                   f"they were saved from, in the same dtype")
+    for k, t in own.items(): t.copy_(state[k])
+    return model
 
 def from_compressed(
     data:bytes,                 # What `to_compressed` returned
     sha256:str=None,            # The SHA-256 the bytes must have (64 hex digits); None: not checked
     max_params:int=MAX_PARAMS,  # Most values (parameters and buffers) the model may have; None for no limit
+    model:nn.Module=None,       # Fill this model or dict of tensors (`load_state`); None: build the one described
 ) -> nn.Module:
-    "The stored model, on the CPU in eval mode; `StoredModelError` (a `ValueError`) for bytes that are not one"
+    "The stored model in eval mode; `StoredModelError` (a `ValueError`) for bytes that are not one, or do not fit"
     data = bytes(data)
-    if sha256 is not None: _check_sha256(data, sha256)
+    if sha256 is not None: check_sha256(data, sha256)
     if not data.startswith(MAGIC):
         if data[:4] == MAGIC[:4]: raise StoredModelError(f"A stored model of format version {data[4:5].hex() or '?'}; "
                                                          f"this kdbook reads version {MAGIC[4]}: upgrade kdbook")
@@ -342,11 +376,13 @@ def from_compressed(
     body, crc = memoryview(data)[len(MAGIC):-4], data[-4:]
     if len(data) < len(MAGIC) + 4 or struct.pack('<I', zlib.crc32(body)) != crc:
         raise StoredModelError("Corrupt or truncated kdbook stored model: its checksum does not match its bytes")
-    try: return _read_model(body, max_params)
+    try: desc, state = _read_state(body, max_params)
     except StoredModelError: raise
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OverflowError, RecursionError) as e:
         raise StoredModelError(f"kdbook could not read this file ({type(e).__name__}: {str(e)[:200]}). Its checks "
                                f"should have named the problem: please report it") from e
+    res = load_state(_unwrap(model) if model is not None else build_model(desc, max_params=None), state)
+    return res if isinstance(res, dict) else res.eval()
 
 # %% ../nbs/12_compress.ipynb #5ae6a190
 class StoredFile(NamedTuple):
@@ -360,15 +396,16 @@ def _max_file_bytes(max_params):
     return 8 * max_params + 128 * MAX_LAYERS + MAX_DESCRIPTION + 64
 
 def save_compressed(
-    model,                # An `nn.Module` (an `nn.Sequential`, see `describe_model`) or a `Learner`
-    path,                 # File to write
-    coder:str='huffman',  # Entropy coder of the symbol streams, one of `CODERS`
+    model,                  # Any `nn.Module`, a `Learner`, or a `state_dict` (stored as weights only)
+    path,                   # File to write
+    coder:str='huffman',    # Entropy coder of the symbol streams, one of `CODERS`
+    weights_only:bool=None, # True: the tensors only; False: with the architecture; None: the architecture if it can
 ) -> StoredFile:
     "Store `model` exactly at `path` in Deep Compression's format, checked by reading it back; its size and SHA-256"
-    data = to_compressed(model, coder)
-    back = _state(from_compressed(data, max_params=None))
-    for (k, a), b in zip(_state(as_module(model)).items(), back.values()):
-        if not torch.equal(a.cpu(), b): raise RuntimeError(f"kdbook bug: {k} does not survive save_compressed")
+    data = to_compressed(model, coder, weights_only)
+    _, back = _read_state(memoryview(data)[len(MAGIC):-4], None)
+    for k, a in _state(_unwrap(model)).items():
+        if not torch.equal(a.cpu(), back[k]): raise RuntimeError(f"kdbook bug: {k} does not survive save_compressed")
     if (n := sum(v.numel() for v in back.values())) > MAX_PARAMS:
         warnings.warn(f"{path}: {n:,} values, more than load_compressed reads by default: load it with max_params={n}")
     Path(path).write_bytes(data)
@@ -377,15 +414,18 @@ def save_compressed(
 def load_compressed(
     path,                       # A file that `save_compressed` wrote
     sha256:str=None,            # The SHA-256 the file must have (`StoredFile.sha256`); None: not checked
-    max_params:int=MAX_PARAMS,  # Most values (parameters and buffers) the model may have; None for no limit
+    max_params:int=MAX_PARAMS,  # Most values the model may have, at least `model`'s own; None for no limit
+    model:nn.Module=None,       # Fill this model or dict of tensors (`load_state`); None: build the one described
 ) -> nn.Module:
-    "The model stored at `path`, on the CPU in eval mode; no code of the file runs; `StoredModelError` for a bad file"
+    "The model stored at `path`, in eval mode; no code of the file runs; `StoredModelError` for a bad file"
+    if model is not None and type(max_params) is int: # a file that fits `model` holds exactly its number of values
+        max_params = max(max_params, sum(v.numel() for v in _state(_unwrap(model)).values()))
     limit = _max_file_bytes(max_params) if type(max_params) is int else None # else check_description says what is wrong
     with open(path, 'rb') as f: data = f.read() if limit is None else f.read(limit + 1)
     if limit is not None and len(data) > limit:
         raise StoredModelError(f"{path} holds more than {limit:,} bytes, more than a stored model of at most "
                                f"{max_params:,} values can take; pass max_params= a larger number if you trust it")
-    return from_compressed(data, sha256, max_params)
+    return from_compressed(data, sha256, max_params, model)
 
 # %% ../nbs/12_compress.ipynb #09de339d
 def storage_report(
@@ -393,7 +433,7 @@ def storage_report(
     coder:str='huffman',  # Entropy coder, one of `CODERS`
 ) -> pd.DataFrame:
     "One row per tensor of `to_compressed(model)`: values, nonzeros, distinct values, encoding, bytes, bits per nonzero"
-    model = as_module(model)
+    model = _unwrap(model)
     desc, encs = _parts(model, coder)
     rows = [dict(tensor=k, values=v.numel(), nonzero=int((v != 0).sum()), distinct=len(v.unique()),
                  encoding=_ENC[encs[k][0]], bytes=len(encs[k])) for k, v in _state(model).items()]

@@ -118,11 +118,18 @@ def test_save_and_load_a_learner_and_a_file(tmp_path):
     assert not back.training
     _same(back, learn.model)
 
-def test_unsupported_models_and_quantized_weights_are_refused():
+def test_a_model_it_cannot_describe_is_stored_as_weights_and_needs_its_architecture():
     class Custom(nn.Module):
         def __init__(self): super().__init__(); self.l = nn.Linear(2, 2)
         def forward(self, x): return self.l(x)
-    with pytest.raises(ValueError, match='Custom is not one of them'): to_compressed(Custom())
+    with pytest.raises(ValueError, match='Custom is not one of them'): to_compressed(Custom(), weights_only=False)
     with pytest.raises(ValueError, match='Custom is not one of them'): describe_model(nn.Sequential(Custom()))
+    src = Custom()
+    data = to_compressed(src)                                        # weights only: the architecture is code
+    with pytest.raises(StoredModelError, match='model=your_model'): from_compressed(data)
+    _same(from_compressed(data, model=Custom()), src)
+    with pytest.raises(StoredModelError, match='missing from the file'): from_compressed(data, model=nn.Linear(2, 2))
+
+def test_quantized_weights_are_refused():
     from kdbook.quantize import quantize_model
     with pytest.raises(ValueError, match='not plain tensors'): to_compressed(quantize_model(mlp(4, (8,), 2)))
