@@ -76,15 +76,16 @@ def fast_dls(bs, seed):
     return mnist1d_dls(bs=bs, seed=seed, device='cpu', num_workers=0)
 
 def _preds(model, dl):
-    import torch
-    model.eval()
-    with torch.no_grad(): return torch.cat([model(xb) for xb,_ in dl]).argmax(1), torch.cat([yb for _,yb in dl])
+    "Top-1 predictions and labels of `model` over `dl` (kdbook.report's, in eval mode)"
+    from kdbook.report import top1_preds
+    return top1_preds(model, dl)
 
 def _acc(p, y): return float((p == y).float().mean())
 
 def teacher_epochs(s):
-    "Epochs of the strong teacher: 3x the settings' epochs (120)"
-    return 3*s['epochs']
+    "Epochs of the strong teacher: `kdbook.pipeline.teacher_epochs` of the settings' epochs (3x: 120)"
+    from kdbook.pipeline import teacher_epochs as for_students
+    return for_students(s['epochs'])
 
 def train_teacher(args):
     "Train the teacher of one seed with the strong recipe; return its state dict, valid and test accuracy, time"

@@ -18,8 +18,8 @@ from .quantize import quantize_model
 from .compress import StoredFile, load_state, check_sha256, save_compressed, load_compressed
 
 # %% auto #0
-__all__ = ['save_safetensors', 'load_safetensors', 'save_int8', 'load_int8', 'OnnxFile', 'onnx_session', 'export_onnx',
-           'OnnxModule', 'quantize_onnx']
+__all__ = ['save_safetensors', 'load_safetensors', 'int8_state', 'save_int8', 'load_int8', 'OnnxFile', 'onnx_session',
+           'export_onnx', 'OnnxModule', 'quantize_onnx']
 
 # %% ../nbs/14_deploy.ipynb #1c6e7c12
 def _digest(path): return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -60,7 +60,9 @@ def load_safetensors(
     return load_state(model, state).eval()
 
 # %% ../nbs/14_deploy.ipynb #2fedb257
-def _int8_state(qmodel):
+def int8_state(
+    qmodel:nn.Module, # A model from `quantize_model` ('int8_weight' or 'int8_dynamic')
+) -> dict:
     "A quantized model's tensors as plain ones: each int8 weight as its integers (float32, exact) and its scales"
     res = {}
     for k, v in qmodel.state_dict().items():
@@ -77,7 +79,7 @@ def save_int8(
     coder:str='huffman',  # Entropy coder of the symbol streams, one of `kdbook.coding.CODERS`
 ) -> StoredFile:
     "Store an int8 model's integers and scales, and its float tensors, exactly, weights only; size and SHA-256"
-    return save_compressed(_int8_state(as_module(qmodel)), path, coder)
+    return save_compressed(int8_state(as_module(qmodel)), path, coder)
 
 def load_int8(
     path,                        # A file that `save_int8` wrote
@@ -90,7 +92,7 @@ def load_int8(
         raise ValueError(f"scheme must be 'int8_weight' or 'int8_dynamic' (int8_static's activation scales are not "
                          f"stored), got {scheme!r}")
     q = quantize_model(model, scheme)
-    want = {k: v.clone() for k, v in _int8_state(q).items()}
+    want = {k: v.clone() for k, v in int8_state(q).items()}
     load_compressed(path, sha256, model=want) # every name, shape and dtype checked, then filled
     params = dict(q.named_parameters())
     with torch.no_grad():

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 import pandas as pd
+import torch
 from torch import nn
 from fastcore.xtras import ContextManagers
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
@@ -18,8 +19,8 @@ import fastai.callback.schedule # patches Learner.fit_one_cycle
 from fastai.callback.progress import ProgressCallback # patches Learner.no_bar
 from .settings import override_settings, demo_datasets, check_pipeline_settings
 from fastai.data.core import DataLoaders
-from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise
-from .models import cnn1d, cnn2d, mlp, count_params
+from .data import mnist1d_dls, digits_dls, diabetes_dls, check_device, mask_labels, InputNoise, SplitDataLoaders
+from .models import cnn1d, cnn2d, mlp, count_params, as_module
 from .losses import kd_loss, regression_kd_loss
 from .distill import KDCallback
 from .schedules import sparsity_schedule
@@ -28,7 +29,7 @@ from .report import compare_models, plot_accuracy_vs_size, serialized_state, top
 from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
 
 # %% auto #0
-__all__ = ['run_demo', 'prune_schedule', 'pipeline_pruning', 'run_pipeline', 'save_results']
+__all__ = ['teacher_epochs', 'run_demo', 'prune_schedule', 'pipeline_pruning', 'compress', 'run_pipeline', 'save_results']
 
 # %% ../nbs/10_pipeline.ipynb #a20be1e2
 _tasks = { # data set -> (DataLoaders factory, model factory of a width, loss, metric)
@@ -65,6 +66,12 @@ def _agreement(model, dl, t_top1):
     return (top1_preds(model, dl)[0] == t_top1).float().mean().item()
 
 # %% ../nbs/10_pipeline.ipynb #86aa778e
+def teacher_epochs(
+    epochs:int, # Epochs of the students
+) -> int:
+    "Epochs of a teacher whose students train `epochs`: three times theirs, so that no student gets more than its teacher"
+    return 3 * epochs
+
 def _demo_row(name, learn, secs, t_top1, task, dls, epochs):
     "The demo's row of `learn`: params, test and valid scores, test agreement with the teacher's `t_top1`, seconds"
     agree = _agreement(learn.model, dls.test, t_top1) if task.classify else float('nan')
@@ -88,10 +95,11 @@ def run_demo(
     dls = task.dls(bs=s['bs'], seed=s['seed'], device=device)
     fit, kd = partial(_train, task=task, s=s, show=show), partial(_kd, s=s, classify=task.classify)
     aug = [InputNoise(0.1, max_shift=2)] if s['dataset'] == 'mnist1d' else [] # the teacher's recipe of chapter 13
-    teacher, secs = fit(dls, task.teacher, cbs=aug, s={**s, 'epochs': 3 * s['epochs']})
+    teacher, secs = fit(dls, task.teacher, cbs=aug, s={**s, 'epochs': teacher_epochs(s['epochs'])})
     t_top1 = top1_preds(teacher.model, dls.test)[0] if task.classify else None
     row = partial(_demo_row, t_top1=t_top1, task=task, dls=dls, epochs=s['epochs'])
-    rows = [row('teacher', teacher, secs, epochs=3 * s['epochs']), row('student, scratch', *fit(dls, task.student))]
+    rows = [row('teacher', teacher, secs, epochs=teacher_epochs(s['epochs'])),
+            row('student, scratch', *fit(dls, task.student))]
     if task.classify:
         pct = f"{s['label_pct']:.0%} labels"
         few = mask_labels(dls, keep_pct=s['label_pct'], seed=s['seed'])
@@ -117,16 +125,108 @@ def _deflated_bytes(model):
     "Bytes of `torch.save(model.state_dict())` compressed with DEFLATE (zlib, level 9)"
     return len(zlib.compress(serialized_state(model), 9))
 
+def _storable(m):
+    "`m`, or its weights as plain tensors (`kdbook.deploy.int8_state`) if torchao quantized it"
+    if all(type(t) in (torch.Tensor, nn.Parameter) for t in m.state_dict().values()): return m
+    from kdbook.deploy import int8_state # onnxruntime and torchao: imported when a quantized model is stored
+    return int8_state(m)
+
 def _stored(models, store):
-    "Bytes of each float model in `save_compressed`'s format (NaN for a torchao one), and the file of each if `store`"
+    "Bytes of each model in `save_compressed`'s format (an int8 one as integers and scales), and its file if `store`"
     if store: Path(store).mkdir(parents=True, exist_ok=True)
     nbytes, paths = [], []
     for name, m in models.items():
         f = Path(store)/(re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.kdbc') if store else None
-        try: nbytes.append(save_compressed(m, f).nbytes if f else len(to_compressed(m)))
-        except ValueError: nbytes.append(float('nan')); f = None # int8 tensors: not storable
+        nbytes.append(save_compressed(_storable(m), f).nbytes if f else len(to_compressed(_storable(m))))
         paths.append(str(f) if f else None)
     return nbytes, paths
+
+def _check_stages(scheme, sparsity, channel_ratio, **counts):
+    "Raise a `ValueError` naming the first stage argument that is out of range, before anything trains"
+    from kdbook.quantize import quant_schemes # torchao takes seconds to import: only the pipeline pays
+    for k, v in counts.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    if not 0 <= sparsity < 1: raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if not 0 <= channel_ratio < 1:
+        raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
+    if scheme not in quant_schemes():
+        raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
+
+def compress(
+    teacher,                  # The trained teacher: a `Learner` or an `nn.Module`, on the device of `dls`
+    student,                  # The student: an `nn.Module`, or a function that builds one (called after seeding)
+    dls:DataLoaders,          # Any fastai `DataLoaders` of a classification task; every stage trains on `dls.train`
+    epochs:int=40,            # Epochs of the channel-pruned student's KD fit; the other stages' lengths derive from it
+    kd_epochs:int=None,       # Epochs of the KD student; None: `teacher_epochs(epochs)`
+    prune_epochs:int=None,    # Epochs of the pruning stage; None: four times `epochs`
+    share_epochs:int=None,    # Epochs of the shared weights' KD retraining; None: a quarter of `epochs`
+    sparsity:float=0.9,       # Target sparsity of the pruned student's conv and linear weights
+    criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
+    share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
+    channel_ratio:float=0.5,  # Share of the KD student's channels removed in the structured branch; 0 skips it
+    scheme:str='int8_weight', # Int8 scheme of the quantized stage, one of `kdbook.quantize.quant_schemes()`
+    alpha:float=0.9,          # Weight of the distillation term in every KD fit (`KDCallback`)
+    T:float=4.,               # Softmax temperature of the distillation term
+    lr:float=1e-2,            # Peak learning rate of `fit_one_cycle`
+    wd:float=1e-2,            # Weight decay
+    share_lr:float=1e-3,      # Peak learning rate of the shared weights' retraining
+    cbs=None,                 # Callbacks of the KD, pruning and sharing fits: the augmentation the teacher had
+    test=None,                # Loader reported on; None: `dls.test` if `dls` has one (kdbook's loaders), else `dls.valid`
+    seed:int=42,              # Seed of every fit
+    show:bool=True,           # Show fastai's progress bars
+    bs:int=256,               # Batch size of the latency measurement
+    n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
+    store=None,               # Folder to write every model into with `save_compressed`; None: sizes only
+) -> tuple:
+    "Distil `student` from `teacher`, prune it with the teacher, quantize, share and store it: (table, `{row: model}`)"
+    from kdbook.quantize import quantize_model
+    _check_stages(scheme, sparsity, channel_ratio, epochs=epochs, share_bits=share_bits, kd_epochs=kd_epochs,
+                  prune_epochs=prune_epochs, share_epochs=share_epochs)
+    teacher, extra = as_module(teacher), list(cbs or [])
+    task = SimpleNamespace(loss=CrossEntropyLossFlat, metric=accuracy)
+    s = dict(seed=seed, epochs=epochs, lr=lr, wd=wd)
+    fit, kd = partial(_train, dls, task=task, s=s, show=show), lambda: KDCallback(teacher, alpha=alpha, T=T)
+    models, secs = {'teacher': teacher}, {'teacher': float('nan')}
+    learn, secs['student, KD'] = fit(student, cbs=[kd(), *extra], s={**s, 'epochs': kd_epochs or teacher_epochs(epochs)})
+    models['student, KD'] = student = learn.model
+    pruned = f"student, KD, pruned {sparsity:.0%}"
+    learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(), pipeline_pruning(sparsity, criterion), *extra],
+                              s={**s, 'epochs': prune_epochs or 4 * epochs})
+    bake_masks(learn)
+    models[pruned] = learn.model
+    t = time.perf_counter()
+    models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
+    secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
+    shared = f'{pruned}, shared {share_bits}-bit'
+    learn, secs[shared] = fit(fold_batchnorm(models[pruned]), cbs=[kd(), WeightShareCallback(share_bits), *extra],
+                              s={**s, 'epochs': share_epochs or max(1, epochs // 4), 'lr': share_lr})
+    models[shared] = round_to_half(learn.model)
+    if channel_ratio:
+        name, t = f'student, KD, {channel_ratio:.0%} channels removed', time.perf_counter()
+        slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
+        t_prune = time.perf_counter() - t
+        learn, secs[name] = fit(slim, cbs=kd())
+        models[name], secs[name] = learn.model, secs[name] + t_prune
+    test = test if test is not None else dls.test if isinstance(dls, SplitDataLoaders) else dls.valid
+    df = compare_models(models, DataLoaders(dls.train, test), bs=bs, n_runs=n_runs) # `accuracy`: on `test`
+    t_top1 = top1_preds(teacher, test)[0]
+    df['valid_accuracy'] = [dl_accuracy(m, dls.valid) for m in models.values()]
+    df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
+    df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
+    df['agreement'] = [_agreement(m, test, t_top1) for m in models.values()]
+    nbytes, paths = _stored(models, store)
+    df['stored_bytes'], df['stored_path'] = nbytes, pd.Series(paths, index=df.index, dtype=object)
+    dense = [4 * count_params(teacher)] + [4 * count_params(student)] * (len(models) - 1) # float32 bytes of the network
+    df['x_teacher_fp32'] = dense[0] / df.stored_bytes   # the teacher's raw float32 parameters / the stored model
+    df['x_own_fp32'] = pd.Series(dense, index=df.index) / df.stored_bytes # the same network, dense: Deep Compression's
+    df['train_s'] = [secs[k] for k in models]
+    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'stored_bytes',
+            'x_teacher_fp32', 'x_own_fp32', 'latency_ms', 'bs', 'accuracy', 'valid_accuracy', 'agreement', 'train_s',
+            'stored_path']
+    df = df[cols].rename_axis('model').reset_index()
+    return df.round(dict(weight_sparsity=4, x_teacher_fp32=1, x_own_fp32=1, latency_ms=3, accuracy=4, valid_accuracy=4,
+                         agreement=4, train_s=1)), models
 
 def run_pipeline(
     settings:dict=None,       # Settings as returned by `book_settings`; `None` reads the nearest settings.ini
@@ -136,77 +236,35 @@ def run_pipeline(
     bs:int=256,               # Batch size of the latency measurement
     n_runs:int=50,            # Timed forward passes per model, interleaved; the latency is their median
     return_models:bool=False, # Also return the `{row: model}` dict and the `DataLoaders`
-    long_epochs:int=None,     # Epochs of the teacher's and the KD student's fits; None for 3x the settings' `epochs`
+    long_epochs:int=None,     # Epochs of the teacher's and the KD student's fits; None: `teacher_epochs(epochs)`
     prune_epochs:int=None,    # Epochs of the pruning stage; None for four times the settings' `epochs`
     criterion:str='taylor',   # `PruneCallback`'s ranking: 'taylor' (|grad * w|) or 'magnitude' (|w|)
     noise:float=0.1,          # `InputNoise` std (shifts of up to 2 steps too) in every fit, the teacher's included
     share_bits:int=5,         # Bits per shared weight in the Deep Compression stage (`WeightShareCallback`)
     share_epochs:int=None,    # Epochs of the KD retraining of the shared weights; None for a quarter of `epochs`
     share_lr:float=1e-3,      # Peak learning rate of that retraining
-    store=None,               # Folder to write every float model into with `save_compressed`; None: sizes only
+    store=None,               # Folder to write every model into with `save_compressed`; None: sizes only
     **overrides               # Any setting, e.g. `epochs=5` or `student_sparsity=0.7`, overriding `settings`
 ) -> pd.DataFrame:
-    "Teacher, KD student, pruned with KD, its int8 copy, its shared copy, a channel-pruned student: one row each"
-    from kdbook.quantize import quantize_model, quant_schemes # torchao takes seconds to import: only this pipeline pays
+    "The book's teacher trained on the settings' data set, then `compress` on the book's student: one row per stage"
     s = override_settings(settings, **overrides)
     check_pipeline_settings(s)
-    if not 0 <= channel_ratio < 1:
-        raise ValueError(f"channel_ratio must be in [0, 1) (0 skips the structured branch), got {channel_ratio}")
-    for k, v in dict(share_bits=share_bits, share_epochs=share_epochs or 1, prune_epochs=prune_epochs or 1,
-                     long_epochs=long_epochs or 1).items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{k} must be a positive integer, got {v!r}")
-    if scheme not in quant_schemes():
-        raise ValueError(f"Unknown scheme {scheme!r}; valid names: {', '.join(quant_schemes())}")
+    _check_stages(scheme, s['student_sparsity'], channel_ratio, share_bits=share_bits, long_epochs=long_epochs,
+                  prune_epochs=prune_epochs, share_epochs=share_epochs) # before the teacher trains
     device = check_device(s['device'] or None)
     task = _task(s['dataset'], s['teacher_width'], s['pipeline_width'])
     set_seed(s['seed'])
     dls = task.dls(bs=s['bs'], seed=s['seed'], device=device) # three splits: the test split reports, nothing chooses
-    fit, kd = partial(_train, dls, task=task, s=s, show=show), partial(_kd, s=s)
-    models, secs = {}, {}
-    aug, long = [InputNoise(noise, max_shift=2)] if noise else [], {**s, 'epochs': long_epochs or 3 * s['epochs']}
-    learn, secs['teacher'] = fit(task.teacher(), cbs=aug, s=long) # the models are built before `_train` seeds
-    models['teacher'] = teacher = learn.model
-    learn, secs['student, KD'] = fit(task.student(), cbs=[kd(teacher), *aug], s=long)
-    models['student, KD'] = student = learn.model
-    pruned = f"student, KD, pruned {s['student_sparsity']:.0%}"
-    prune = pipeline_pruning(s['student_sparsity'], criterion)
-    learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(teacher), prune, *aug],
-                              s={**s, 'epochs': prune_epochs or 4 * s['epochs']})
-    bake_masks(learn)
-    models[pruned] = learn.model
-    t = time.perf_counter()
-    models[f'{pruned}, {scheme}'] = quantize_model(models[pruned], scheme, dls=dls)
-    secs[f'{pruned}, {scheme}'] = time.perf_counter() - t
-    shared = f'{pruned}, shared {share_bits}-bit'
-    learn, secs[shared] = fit(fold_batchnorm(models[pruned]), cbs=[kd(teacher), WeightShareCallback(share_bits), *aug],
-                              s={**s, 'epochs': share_epochs or max(1, s['epochs'] // 4), 'lr': share_lr})
-    models[shared] = round_to_half(learn.model)
-    if channel_ratio:
-        name, t = f'student, KD, {channel_ratio:.0%} channels removed', time.perf_counter()
-        slim = prune_channels(student, dls.valid.one_batch()[0][:2], channel_ratio)
-        t_prune = time.perf_counter() - t
-        learn, secs[name] = fit(slim, cbs=kd(teacher))
-        models[name], secs[name] = learn.model, secs[name] + t_prune
-    df = compare_models(models, DataLoaders(dls.train, dls.test), bs=bs, n_runs=n_runs) # `accuracy`: on the test split
-    t_top1 = top1_preds(teacher, dls.test)[0]
-    df['valid_accuracy'] = [dl_accuracy(m, dls.valid) for m in models.values()]
-    df['weight_sparsity'] = [sparsity_report(m).sparsity.iloc[-1] for m in models.values()] # the global row
-    df['compressed_bytes'] = [_deflated_bytes(m) for m in models.values()]
-    df['agreement'] = [_agreement(m, dls.test, t_top1) for m in models.values()]
-    nbytes, paths = _stored(models, store)
-    df['stored_bytes'], df['stored_path'] = nbytes, pd.Series(paths, index=df.index, dtype=object) # None, not NaN
-    dense = [4 * count_params(teacher)] + [4 * count_params(student)] * (len(models) - 1) # float32 bytes of the network
-    df['x_teacher_fp32'] = dense[0] / df.stored_bytes   # the teacher's raw float32 parameters / the stored model
-    df['x_own_fp32'] = pd.Series(dense, index=df.index) / df.stored_bytes # the same network, dense: Deep Compression's
-    df['train_s'] = [secs[k] for k in models]
-    cols = ['params', 'nonzero_params', 'weight_sparsity', 'macs', 'size_bytes', 'compressed_bytes', 'stored_bytes',
-            'x_teacher_fp32', 'x_own_fp32', 'latency_ms', 'bs', 'accuracy', 'valid_accuracy', 'agreement', 'train_s',
-            'stored_path']
-    df = df[cols].rename_axis('model').reset_index()
-    df = df.round(dict(weight_sparsity=4, x_teacher_fp32=1, x_own_fp32=1, latency_ms=3, accuracy=4, valid_accuracy=4,
-                       agreement=4, train_s=1))
+    aug, long = [InputNoise(noise, max_shift=2)] if noise else [], long_epochs or teacher_epochs(s['epochs'])
+    learn, secs = _train(dls, task.teacher(), task, {**s, 'epochs': long}, cbs=aug, show=show)
+    df, models = compress(learn, task.student(), dls, s['epochs'], kd_epochs=long, prune_epochs=prune_epochs,
+                          share_epochs=share_epochs, sparsity=s['student_sparsity'], criterion=criterion,
+                          share_bits=share_bits, channel_ratio=channel_ratio, scheme=scheme, alpha=s['alpha'],
+                          T=s['temperature'], lr=s['lr'], wd=s['wd'], share_lr=share_lr, cbs=aug, seed=s['seed'],
+                          show=show, bs=bs, n_runs=n_runs, store=store)
+    df.loc[0, 'train_s'] = round(secs, 1)
     return (df, models, dls) if return_models else df
+
 
 # %% ../nbs/10_pipeline.ipynb #f63276af
 def save_results(
