@@ -69,7 +69,7 @@ def _agreement(model, dl, t_top1):
 def teacher_epochs(
     epochs:int, # Epochs of the students
 ) -> int:
-    "Epochs of a teacher whose students train `epochs`: three times theirs, so that no student gets more than its teacher"
+    "Epochs of a teacher whose students train `epochs`: three times theirs, so no student gets more than its teacher"
     return 3 * epochs
 
 def _demo_row(name, learn, secs, t_top1, task, dls, epochs):
@@ -172,7 +172,7 @@ def compress(
     wd:float=1e-2,            # Weight decay
     share_lr:float=1e-3,      # Peak learning rate of the shared weights' retraining
     cbs=None,                 # Callbacks of the KD, pruning and sharing fits: the augmentation the teacher had
-    test=None,                # Loader reported on; None: `dls.test` if `dls` has one (kdbook's loaders), else `dls.valid`
+    test=None,                # Loader reported on; None: `dls.test` if `dls` has one (kdbook's), else `dls.valid`
     seed:int=42,              # Seed of every fit
     show:bool=True,           # Show fastai's progress bars
     bs:int=256,               # Batch size of the latency measurement
@@ -188,7 +188,8 @@ def compress(
     s = dict(seed=seed, epochs=epochs, lr=lr, wd=wd)
     fit, kd = partial(_train, dls, task=task, s=s, show=show), lambda: KDCallback(teacher, alpha=alpha, T=T)
     models, secs = {'teacher': teacher}, {'teacher': float('nan')}
-    learn, secs['student, KD'] = fit(student, cbs=[kd(), *extra], s={**s, 'epochs': kd_epochs or teacher_epochs(epochs)})
+    long = {**s, 'epochs': kd_epochs or teacher_epochs(epochs)}
+    learn, secs['student, KD'] = fit(student, cbs=[kd(), *extra], s=long)
     models['student, KD'] = student = learn.model
     pruned = f"student, KD, pruned {sparsity:.0%}"
     learn, secs[pruned] = fit(copy.deepcopy(student), cbs=[kd(), pipeline_pruning(sparsity, criterion), *extra],
