@@ -9,17 +9,19 @@ from __future__ import annotations
 import copy, hashlib, tempfile, warnings
 from pathlib import Path
 from typing import NamedTuple
-import torch
+import pandas as pd, torch
 from torch import nn
 from fastai.data.core import DataLoaders
 from .models import as_module
+from .data import SplitDataLoaders
 from .coding import StoredModelError
 from .quantize import quantize_model
+from .report import time_models, top1_preds
 from .compress import StoredFile, load_state, check_sha256, save_compressed, load_compressed
 
 # %% auto #0
 __all__ = ['save_safetensors', 'load_safetensors', 'int8_state', 'save_int8', 'load_int8', 'OnnxFile', 'onnx_session',
-           'export_onnx', 'OnnxModule', 'quantize_onnx']
+           'export_onnx', 'OnnxModule', 'quantize_onnx', 'serving_report']
 
 # %% ../nbs/14_deploy.ipynb #1c6e7c12
 def _digest(path): return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -208,3 +210,37 @@ def quantize_onnx(
     x = torch.from_numpy(batches[0]) if check is None else _batch(check).detach().float().cpu()
     ref = torch.from_numpy(onnx_session(path).run(None, {'input': x.numpy()})[0])
     return _compare(out, x, ref)
+
+# %% ../nbs/14_deploy.ipynb #6ebf68b9
+def serving_report(
+    models:dict,       # `{name: model}`, e.g. the models `kdbook.pipeline.compress` returns; torchao ones are skipped
+    dls:DataLoaders,   # Its training batches calibrate int8; `dls.test` (if it has one, else `dls.valid`) reports
+    folder=None,       # Folder to keep the ONNX files in; None: a temporary one, deleted
+    bs:int=256,        # Batch size of the latency measurement
+    n_runs:int=50,     # Timed forward passes per form, interleaved; the latency is their median
+    n_calib:int=8,     # Calibration batches of `quantize_onnx`
+) -> pd.DataFrame:
+    "Each float model as PyTorch, ONNX and int8 ONNX: test accuracy, agreement with PyTorch, bytes, latency at `bs`"
+    test = dls.test if isinstance(dls, SplitDataLoaders) else dls.valid
+    xs = torch.cat([b[0].detach().float().cpu() for b in test])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(folder or tmp); out.mkdir(parents=True, exist_ok=True)
+        for i, (name, m) in enumerate(models.items()):
+            if any(type(t) not in (torch.Tensor, nn.Parameter) for t in m.state_dict().values()): continue
+            m = copy.deepcopy(as_module(m)).float().eval().to('cpu')
+            fl = export_onnx(m, out/f'{i}.onnx', xs[:bs])
+            q8 = quantize_onnx(fl.path, out/f'{i}.int8.onnx', dls, n_batches=n_calib, check=xs[:bs])
+            forms = {'pytorch': m, 'onnx': OnnxModule(fl.path), 'int8': OnnxModule(q8.path)}
+            ref, y = top1_preds(m, test)
+            row = {'model': name, 'onnx_bytes': fl.nbytes, 'int8_bytes': q8.nbytes, 'max_abs_diff': fl.max_abs_diff}
+            for k, f in forms.items():
+                p = ref if k == 'pytorch' else top1_preds(f, test)[0]
+                row[f'{k}_accuracy'], row[f'{k}_agreement'] = [int((p == t).sum()) / len(t) for t in (y, ref)]
+            row.update({f'{k}_ms': 1e3 * t for k, t in time_models(forms, xs[:bs], n_runs=n_runs).items()})
+            rows.append(row)
+    cols = ['model', 'onnx_bytes', 'int8_bytes', 'max_abs_diff', 'pytorch_accuracy', 'onnx_accuracy', 'onnx_agreement',
+            'int8_accuracy', 'int8_agreement', 'pytorch_ms', 'onnx_ms', 'int8_ms']
+    df = pd.DataFrame(rows, columns=cols)
+    df['pytorch/onnx'], df['pytorch/int8'] = df.pytorch_ms / df.onnx_ms, df.pytorch_ms / df.int8_ms
+    return df
