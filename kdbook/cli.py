@@ -25,6 +25,7 @@ def kdbook_cli(
     device:str=None, # cpu, cuda, cuda:N or mps (default: settings.ini, else fastai's default)
     sparsity:float=None, # Target sparsity of the pruned student, --pipeline full only (default: settings.ini's)
     out:str=None,    # Folder to write results.csv, results.json and results.png into
+    export:str=None, # Folder to export every float stage of --pipeline full into, as ONNX and int8 ONNX
     config:str=None, # A settings.ini to use instead of the nearest one
     quiet:bool=False, # Hide the progress bars
 ):
@@ -32,14 +33,16 @@ def kdbook_cli(
     try:
         if pipeline not in demo_pipelines:
             raise ValueError(f"Unknown pipeline {pipeline!r}; valid names: {', '.join(demo_pipelines)}")
-        if sparsity is not None and pipeline != 'full':
-            raise ValueError("--sparsity is used by the compression pipeline only: add --pipeline full")
+        for flag, v in (('--sparsity', sparsity), ('--export', export)):
+            if v is not None and pipeline != 'full':
+                raise ValueError(f"{flag} is used by the compression pipeline only: add --pipeline full")
         s = override_settings(book_settings(config), dataset=dataset, epochs=epochs, seed=seed, device=device,
                               student_sparsity=sparsity)
         if pipeline == 'full': check_pipeline_settings(s) # a bad --sparsity or data set answers at once too
         from kdbook.pipeline import run_demo, run_pipeline, save_results # imports torch: once the arguments hold
         if pipeline == 'kd': res = run_demo(s, show=not quiet)
-        else: res = run_pipeline(s, show=not quiet, store=f'{out}/models' if out else None) # beside the results
+        else: res, models, dls = run_pipeline(s, show=not quiet, store=f'{out}/models' if out else None,
+                                              return_models=True) # the stored files beside the results
     except (ValueError, FileNotFoundError) as e: raise CliError(f"kdbook: error: {e}") from e
     print(res.to_string(index=False))
     if pipeline == 'full':
@@ -47,4 +50,10 @@ def kdbook_cli(
               "compressed_bytes: the same, deflated (zlib -9); stored_bytes: kdbook.compress.save_compressed; "
               "compression: the teacher's size_bytes / stored_bytes")
     if out: print(f"results written to {save_results(res, out, {**s, 'pipeline': pipeline})}")
+    if export:
+        from kdbook.deploy import serving_report
+        served = serving_report(models, dls, folder=export)
+        print(served[['model', 'onnx_bytes', 'int8_bytes', 'onnx_accuracy', 'int8_accuracy', 'int8_agreement',
+                      'pytorch_ms', 'onnx_ms', 'int8_ms']].to_string(index=False))
+        print(f"ONNX files (float and int8, each checked against PyTorch) written to {export}")
     if not is_cli(): return res

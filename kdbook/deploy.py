@@ -6,7 +6,8 @@ Docs: https://kdbook.github.io/kdbook/deploy.html.md"""
 
 # %% ../nbs/14_deploy.ipynb #b41b8f0b
 from __future__ import annotations
-import copy, hashlib, tempfile, warnings
+import copy, hashlib, re, tempfile, warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 import pandas as pd, torch
@@ -21,7 +22,7 @@ from .compress import StoredFile, load_state, check_sha256, save_compressed, loa
 
 # %% auto #0
 __all__ = ['save_safetensors', 'load_safetensors', 'int8_state', 'save_int8', 'load_int8', 'OnnxFile', 'onnx_session',
-           'export_onnx', 'OnnxModule', 'quantize_onnx', 'serving_report']
+           'export_onnx', 'OnnxModule', 'quantize_onnx', 'onnx_name', 'serving_report']
 
 # %% ../nbs/14_deploy.ipynb #1c6e7c12
 def _digest(path): return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -212,6 +213,20 @@ def quantize_onnx(
     return _compare(out, x, ref)
 
 # %% ../nbs/14_deploy.ipynb #6ebf68b9
+@contextmanager
+def _torch_threads(n):
+    "PyTorch's intra-op threads set to `n` (None: left alone) for the block"
+    old = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+def onnx_name(
+    name:str, # A row name such as 'student, KD, pruned 90%'
+) -> str:
+    "The file name `serving_report` gives a model's ONNX export: `name` in lower case, runs of other characters as '-'"
+    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') + '.onnx'
+
 def serving_report(
     models:dict,       # `{name: model}`, e.g. the models `kdbook.pipeline.compress` returns; torchao ones are skipped
     dls:DataLoaders,   # Its training batches calibrate int8; `dls.test` (if it has one, else `dls.valid`) reports
@@ -219,6 +234,7 @@ def serving_report(
     bs:int=256,        # Batch size of the latency measurement
     n_runs:int=50,     # Timed forward passes per form, interleaved; the latency is their median
     n_calib:int=8,     # Calibration batches of `quantize_onnx`
+    threads:int=1,     # Threads of both runtimes while timing (PyTorch's restored after); None: PyTorch's current
 ) -> pd.DataFrame:
     "Each float model as PyTorch, ONNX and int8 ONNX: test accuracy, agreement with PyTorch, bytes, latency at `bs`"
     test = dls.test if isinstance(dls, SplitDataLoaders) else dls.valid
@@ -226,18 +242,20 @@ def serving_report(
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(folder or tmp); out.mkdir(parents=True, exist_ok=True)
-        for i, (name, m) in enumerate(models.items()):
+        for name, m in models.items():
             if any(type(t) not in (torch.Tensor, nn.Parameter) for t in m.state_dict().values()): continue
             m = copy.deepcopy(as_module(m)).float().eval().to('cpu')
-            fl = export_onnx(m, out/f'{i}.onnx', xs[:bs])
-            q8 = quantize_onnx(fl.path, out/f'{i}.int8.onnx', dls, n_batches=n_calib, check=xs[:bs])
-            forms = {'pytorch': m, 'onnx': OnnxModule(fl.path), 'int8': OnnxModule(q8.path)}
+            fl = export_onnx(m, out/onnx_name(name), xs[:bs])
+            q8 = quantize_onnx(fl.path, out/onnx_name(f'{name} int8'), dls, n_batches=n_calib, check=xs[:bs])
+            n_ort = threads or torch.get_num_threads()
+            forms = {'pytorch': m, 'onnx': OnnxModule(fl.path, n_ort), 'int8': OnnxModule(q8.path, n_ort)}
             ref, y = top1_preds(m, test)
             row = {'model': name, 'onnx_bytes': fl.nbytes, 'int8_bytes': q8.nbytes, 'max_abs_diff': fl.max_abs_diff}
             for k, f in forms.items():
                 p = ref if k == 'pytorch' else top1_preds(f, test)[0]
                 row[f'{k}_accuracy'], row[f'{k}_agreement'] = [int((p == t).sum()) / len(t) for t in (y, ref)]
-            row.update({f'{k}_ms': 1e3 * t for k, t in time_models(forms, xs[:bs], n_runs=n_runs).items()})
+            with _torch_threads(threads): times = time_models(forms, xs[:bs], n_runs=n_runs)
+            row.update({f'{k}_ms': 1e3 * t for k, t in times.items()})
             rows.append(row)
     cols = ['model', 'onnx_bytes', 'int8_bytes', 'max_abs_diff', 'pytorch_accuracy', 'onnx_accuracy', 'onnx_agreement',
             'int8_accuracy', 'int8_agreement', 'pytorch_ms', 'onnx_ms', 'int8_ms']

@@ -61,7 +61,8 @@ def test_bad_settings_value_is_reported(tmp_path):
 
 def test_pipeline_full_end_to_end(tmp_path):
     "`kdbook demo --pipeline full`: teacher, KD student, pruned with KD, int8, channel-pruned; one table, CSV/JSON/PNG"
-    r = run('demo', '--pipeline', 'full', '--dataset', 'mnist1d', '--epochs', '2', '--quiet', '--out', str(tmp_path/'out'))
+    r = run('demo', '--pipeline', 'full', '--dataset', 'mnist1d', '--epochs', '2', '--quiet', '--out', str(tmp_path/'out'),
+            '--export', str(tmp_path/'onnx'))
     assert r.returncode == 0, r.stderr
     assert 'Traceback' not in r.stderr and 'compressed_bytes' in r.stdout and 'batch of 256' in r.stdout
     res = json.loads((tmp_path/'out'/'results.json').read_text())
@@ -83,7 +84,12 @@ def test_pipeline_full_end_to_end(tmp_path):
     name = f"student-kd-pruned-{round(100 * s['student_sparsity'])}-shared-5-bit.kdbc"
     assert sh['stored_path'] == str(tmp_path/'out'/'models'/name)
     assert Path(sh['stored_path']).stat().st_size == sh['stored_bytes'] < rows[pruned]['stored_bytes']
-    assert rows[f'{pruned}, int8_weight']['stored_path'] is None
+    int8 = f"student-kd-pruned-{round(100 * s['student_sparsity'])}-int8-weight.kdbc" # its integers and scales
+    assert rows[f'{pruned}, int8_weight']['stored_path'] == str(tmp_path/'out'/'models'/int8)
+    from kdbook.deploy import onnx_name # every float stage exported, float and int8
+    assert sorted(p.name for p in (tmp_path/'onnx').iterdir()) == sorted(
+        onnx_name(n + e) for n in rows if 'int8_weight' not in n for e in ('', ' int8'))
+    assert 'ONNX files' in r.stdout
     test = mnist1d_dls(seed=s['seed']).test # the pipeline reports its accuracy on the test split
     assert abs(dl_accuracy(load_compressed(sh['stored_path']), test) - sh['accuracy']) < 1e-4
     p, q, kd = rows[pruned], rows[f'{pruned}, int8_weight'], rows['student, KD']

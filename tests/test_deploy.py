@@ -3,6 +3,7 @@ loaded into an architecture built in code, bit for bit, with wrong architectures
 safetensors the same way; every stage of the pipeline (dense, pruned, channel-pruned, shared, int8) exported to ONNX
 and run by onnxruntime with PyTorch's outputs; int8 weights stored and loaded back to the same outputs."""
 import copy
+from pathlib import Path
 import pytest, torch
 from torch import nn
 from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
@@ -117,3 +118,26 @@ def test_stored_int8_must_hold_int8_values(tmp_path):
     save_compressed({'0.weight.qdata': w.qdata.float() + 0.5, '0.weight.scale': w.scale, '0.bias': q[0].bias.detach()},
                     tmp_path/'bad.kdbc')
     with pytest.raises(StoredModelError, match='not all int8 values'): load_int8(tmp_path/'bad.kdbc', m)
+
+def test_an_exported_file_runs_where_only_onnxruntime_and_numpy_are_installed(stages, tmp_path):
+    "A virtual environment holding onnxruntime and numpy alone (no torch, fastai or kdbook) predicts what PyTorch does"
+    import importlib.util, subprocess, sys, venv
+    import numpy as np
+    dls, models = stages
+    f = export_onnx(models['shared'], tmp_path/'shared.onnx', dls)
+    xs = torch.cat([b[0] for b in dls.test]).cpu()
+    np.save(tmp_path/'x.npy', xs.numpy())
+    venv.create(tmp_path/'env', with_pip=False)
+    site = next((tmp_path/'env'/'lib').glob('python*/site-packages'))
+    for p in Path(importlib.util.find_spec('numpy').origin).parents[1].iterdir(): # the installed packages, linked
+        if p.name.split('-')[0].split('.')[0] in ('numpy', 'onnxruntime'): (site/p.name).symlink_to(p)
+    script = ("import sys, numpy as np, onnxruntime as ort\n"
+              "for m in ('torch', 'fastai', 'kdbook'):\n"
+              "    try: __import__(m); sys.exit(f'{m} is importable here')\n"
+              "    except ImportError: pass\n"
+              "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+              "np.save(sys.argv[3], s.run(None, {'input': np.load(sys.argv[2])})[0].argmax(1))\n")
+    r = subprocess.run([str(tmp_path/'env'/'bin'/'python'), '-c', script, str(f.path), str(tmp_path/'x.npy'),
+                        str(tmp_path/'p.npy')], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (np.load(tmp_path/'p.npy') == top1_preds(models['shared'], dls.test)[0].numpy()).mean() >= 0.999
