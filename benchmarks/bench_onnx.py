@@ -6,12 +6,13 @@ gain), trained briefly on MNIST-1D (`--epochs`, the test split reports): `kdbook
 checked against PyTorch) and `quantize_onnx` (int8 QDQ, weights per channel, activations calibrated on 8 training
 batches), measured by `kdbook.deploy.serving_report`: accuracy and agreement on the test split, file bytes, and the
 median of `--n_runs` interleaved forward passes of one batch (`time_models`), at `--bs` and at batch 1, on one thread
-(onnxruntime's session too). Ratios are eager / ONNX from this run;
+and on all cores (onnxruntime's session too). `teacher_eager/...` divides the teacher's eager time by a served
+form's, `teacher_onnx/...` the teacher's own onnxruntime time (the same runtime). Ratios are eager / ONNX from this run;
 absolute times move with the machine's load, ratios less.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_onnx.py [--epochs 20] [--n_runs 100] [--bs 256]
 """
-import argparse, copy
+import argparse, copy, os
 import torch
 from fastai.basics import Learner, CrossEntropyLossFlat, set_seed
 import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle)
@@ -35,13 +36,18 @@ def main(epochs=20, n_runs=100, bs=256):
               'student, pruned 90%': pruned.model,
               'student, 50% channels removed': fit(prune_channels(student, dls.valid.one_batch()[0][:2], 0.5)).model,
               'mlp() 3x256': fit(mlp()).model}
-    print(f"torch {torch.__version__}, one thread, latency: median of {n_runs} interleaved passes of one batch")
-    cols = ['pytorch_ms', 'onnx_ms', 'int8_ms', 'pytorch/onnx', 'pytorch/int8']
-    for b in (bs, 1):
-        df = serving_report(models, dls, bs=b, n_runs=n_runs).set_index('model')
-        if b == bs:
-            print(df.drop(columns=cols).to_string(float_format=lambda v: f"{v:.4g}"))
-        print(f"\nbatch {b}:"); print(df[cols].to_string(float_format=lambda v: f"{v:.3g}"))
+    print(f"torch {torch.__version__}; latency: median of {n_runs} interleaved passes of one batch")
+    cols = ['pytorch_ms', 'onnx_ms', 'int8_ms', 'pytorch/onnx', 'pytorch/int8', 'teacher_eager/onnx',
+            'teacher_eager/int8', 'teacher_onnx/onnx', 'teacher_onnx/int8']
+    for threads in (1, os.cpu_count()):
+        for b in (1, bs):
+            df = serving_report(models, dls, bs=b, n_runs=n_runs, threads=threads).set_index('model')
+            t = df.loc['teacher cnn1d(64)']
+            for k in ('onnx', 'int8'):  # the teacher in eager PyTorch and in onnxruntime float, over each served form
+                df[f'teacher_eager/{k}'], df[f'teacher_onnx/{k}'] = t.pytorch_ms / df[f'{k}_ms'], t.onnx_ms / df[f'{k}_ms']
+            if threads == 1 and b == bs:
+                print(df.drop(columns=[c for c in cols if c in df]).to_string(float_format=lambda v: f"{v:.4g}"))
+            print(f"\n{threads} thread(s), batch {b}:"); print(df[cols].to_string(float_format=lambda v: f"{v:.3g}"))
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
