@@ -5,15 +5,16 @@ pruned, the student with half its channels removed, and a wider `mlp()` where in
 gain), trained briefly on MNIST-1D (`--epochs`, the test split reports): `kdbook.deploy.export_onnx` (float,
 checked against PyTorch) and `quantize_onnx` (int8 QDQ, weights per channel, activations calibrated on 8 training
 batches), measured by `kdbook.deploy.serving_report`: accuracy and agreement on the test split, file bytes, and the
-median of `--n_runs` interleaved forward passes of one batch (`time_models`), at `--bs` and at batch 1, on one thread
+median of `--n-runs` interleaved forward passes of one batch (`time_models`), at `--bs` and at batch 1, on one thread
 and on all cores (onnxruntime's session too). `teacher_eager/...` divides the teacher's eager time by a served
 form's, `teacher_onnx/...` the teacher's own onnxruntime time (the same runtime). Ratios are eager / ONNX from this run;
 absolute times move with the machine's load, ratios less.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_onnx.py [--epochs 20] [--n_runs 100] [--bs 256]
+    OMP_NUM_THREADS=1 python benchmarks/bench_onnx.py [--epochs 20] [--n-runs 100] [--bs 256]
 """
-import argparse, copy, os
+import copy, os
 import torch
+from fastcore.script import call_parse
 from fastai.basics import Learner, CrossEntropyLossFlat, set_seed
 import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle)
 import fastai.callback.progress  # noqa: F401 (Learner.no_bar)
@@ -22,7 +23,13 @@ from kdbook.models import cnn1d, mlp
 from kdbook.prune import PruneCallback, bake_masks, prune_channels
 from kdbook.deploy import serving_report
 
-def main(epochs=20, n_runs=100, bs=256):
+@call_parse
+def main(
+    epochs:int=20,   # Epochs of every model's brief training
+    n_runs:int=100,  # Timed forward passes per form, interleaved
+    bs:int=256,      # The large batch (batch 1 is always measured too)
+):
+    "Serve the book's models in eager PyTorch and onnxruntime, float and int8; print the measured ratios"
     torch.set_num_threads(1)
     set_seed(0)
     dls = mnist1d_dls(bs=128, seed=0, num_workers=0)
@@ -48,11 +55,3 @@ def main(epochs=20, n_runs=100, bs=256):
             if threads == 1 and b == bs:
                 print(df.drop(columns=[c for c in cols if c in df]).to_string(float_format=lambda v: f"{v:.4g}"))
             print(f"\n{threads} thread(s), batch {b}:"); print(df[cols].to_string(float_format=lambda v: f"{v:.3g}"))
-
-if __name__ == '__main__':
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--epochs', type=int, default=20)
-    p.add_argument('--n_runs', type=int, default=100)
-    p.add_argument('--bs', type=int, default=256)
-    a = p.parse_args()
-    main(a.epochs, a.n_runs, a.bs)
