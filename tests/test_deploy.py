@@ -141,3 +141,26 @@ def test_an_exported_file_runs_where_only_onnxruntime_and_numpy_are_installed(st
                         str(tmp_path/'p.npy')], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (np.load(tmp_path/'p.npy') == top1_preds(models['shared'], dls.test)[0].numpy()).mean() >= 0.999
+
+def test_random_edits_of_a_weights_only_file_end_in_one_error_or_the_right_shapes(tmp_path):
+    "A forger's edits (valid checksum) of a weights-only file, loaded into its architecture: StoredModelError or a fit"
+    import json, zlib
+    import numpy as np
+    from kdbook.coding import ByteReader, ByteWriter
+    from kdbook.compress import MAGIC, to_compressed, from_compressed
+    torch.manual_seed(0)
+    data = to_compressed(Residual())
+    r = ByteReader(data[len(MAGIC):-4]); desc, tensors = bytearray(zlib.decompress(r.raw())), bytearray(r.buf[r.p:])
+    assert json.loads(desc)[0] == 'State'
+    rng, outcomes = np.random.default_rng(0), set()
+    for i in range(300):
+        d, t = bytearray(desc), bytearray(tensors)
+        part = d if i % 2 else t
+        for _ in range(rng.integers(1, 5)): part[rng.integers(len(part))] = rng.integers(256)
+        w = ByteWriter(); w.raw(zlib.compress(bytes(d), 9)); w.buf += t
+        try: m = from_compressed(MAGIC + bytes(w.buf) + zlib.crc32(w.buf).to_bytes(4, 'little'), model=Residual())
+        except StoredModelError as e:
+            assert e.__cause__ is None, e; outcomes.add('refused'); continue
+        assert [v.shape for v in m.state_dict().values()] == [v.shape for v in Residual().state_dict().values()]
+        outcomes.add('loaded')
+    assert outcomes == {'refused', 'loaded'} # some edits only change a value: a checksum is no seal

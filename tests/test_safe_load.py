@@ -72,6 +72,13 @@ CRAFTED = {
     'huffman-60-bit-code':      lambda: craft(LIN(4, 64), shared_weight(2, 0, bytes([2, 8, 1, 60, 255, 1]) + bytes(32))),
     'varint-overflow':          lambda: craft(LIN(4, 64), bytes([_ENC.index('sparse'), 1]) + b'\xff' * 12),
     'sparse-symbols-1e18':      lambda: craft(LIN(4, 64), bytes([_ENC.index('sparse'), 1]) + b'\xff' * 8 + b'\x01'),
+    # weights-only files (the architecture comes from code): the same checks before any memory is taken
+    'state-1e6x1e6':            lambda: craft(['State', [['w', [10**6, 10**6], 'float32']]]),
+    'state-max-params-no-data': lambda: craft(['State', [['w', [4096, 4096], 'float32']]]),
+    'state-20000-entries':      lambda: craft(['State', [[f'w{i}', [1], 'float32'] for i in range(20000)]]),
+    'state-object-dtype':       lambda: craft(['State', [['w', [2], 'object']]]),
+    'state-repeated-name':      lambda: craft(['State', [['w', [1], 'float32'], ['w', [1], 'float32']]]),
+    'state-negative-dim':       lambda: craft(['State', [['w', [-1, 4], 'float32']]]),
     'int-out-of-range':         lambda: craft(['BatchNorm1d', [1, 1e-5, 0.1, False, True]],
                                               bytes([_ENC.index('raw')]) * 2 + bytes(8) + bytes([_ENC.index('ints')]) + b'\xff' * 9 + b'\x03'),
 }
@@ -92,6 +99,8 @@ def test_every_crafted_file_is_refused_by_kdbooks_own_checks_within_the_limits(t
     assert 'more than 16,777,216 values' in res['linear-20000x20000']['message']
     assert 'bytes of tensor data' in res['linear-max-params-no-data']['message']
     assert 'more than 4,096 layers' in res['identity-5000']['message']
+    assert 'more than 16,777,216 values' in res['state-1e6x1e6']['message']
+    assert 'bytes of tensor data' in res['state-max-params-no-data']['message']
     for c in ('zlib', 'lzma'): assert 'decompression bomb' in res[f'bomb-{c}']['message']
     assert 'limit' in res['lzma-4gib-dictionary']['message'].lower()
 
