@@ -12,6 +12,13 @@ MNIST-1D as `mnist1d_dls(valid_pct=0.125)`: its 4,000 training signals split int
   shifted view as the student (Beyer et al.'s "function matching", CVPR 2022). Every fit of a seed starts from the
   same seed and sees the same batches in the same order: the pair differs by the teacher alone.
 
+`--mixup ALPHA` adds fastai's `MixUp(ALPHA)` to every fit of the run, the teacher's, the scratch students' and the KD
+students' alike (a student never gets an ingredient its teacher did not). It runs after `InputNoise` (it mixes the
+noisy views) and before `KDCallback`, so the teacher is asked about exactly the mixed input the student sees, and the
+loss is `(1-alpha)*mixup_ce + alpha*kd`: the task term mixes the two labels, the KD term needs none (Beyer et al.'s
+mixup-style "function matching"). MixUp's draws come from the seed's RNG and the frozen teacher draws nothing, so the
+scratch and KD students still see the same mixed batches. Every row records `mixup` (None: off).
+
 Each seed runs in its own process (`--jobs` at a time, one thread each); one JSON line per model, then the mean +- std
 per model on both splits, and the paired difference KD - scratch per width (a difference smaller than its spread is
 a tie).
@@ -22,7 +29,17 @@ Other alpha and T for the 16-channel student, where distillation has the most ro
 
     python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.5 --T 4 --json benchmarks/kd_vs_scratch_w16_a0.5_T4.jsonl
     python benchmarks/kd_vs_scratch.py --widths 16 --alpha 0.9 --T 8 --json benchmarks/kd_vs_scratch_w16_a0.9_T8.jsonl
-    python benchmarks/kd_vs_scratch.py --widths 16 --teacher-width 128 --json benchmarks/kd_vs_scratch_w16_teacher128.jsonl
+    python benchmarks/kd_vs_scratch.py --widths 16 --teacher-width 128 \
+        --json benchmarks/kd_vs_scratch_w16_teacher128.jsonl
+
+The pipeline's student width, 40, without and with mixup, then a schedule twice as long for everyone (teacher too):
+
+    OMP_NUM_THREADS=1 python benchmarks/kd_vs_scratch.py --widths 40 --seeds 0 1 2 3 4 --jobs 1 \
+        --json benchmarks/kd_vs_scratch_w40.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/kd_vs_scratch.py --widths 40 --seeds 0 1 2 3 4 --jobs 1 --mixup 0.4 \
+        --json benchmarks/kd_vs_scratch_w40_mixup.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/kd_vs_scratch.py --widths 40 --seeds 0 1 2 3 4 --jobs 1 --epochs 240 \
+        --json benchmarks/kd_vs_scratch_w40_e240.jsonl
 """
 import argparse, json, random, sys, time
 from pathlib import Path
@@ -33,6 +50,7 @@ def run_seed(a):
     import torch
     from fastai.basics import Learner, CrossEntropyLossFlat, accuracy, set_seed
     import fastai.callback.schedule  # fit_one_cycle
+    from fastai.callback.mixup import MixUp
     from kdbook.data import mnist1d_dls, InputNoise
     from kdbook.distill import KDCallback
     from kdbook.models import cnn1d
@@ -42,13 +60,14 @@ def run_seed(a):
     def fit(model, cbs=()):
         set_seed(a.seed); dls.train.rng = random.Random(a.seed) # every fit sees the same batches in the same order
         learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                        cbs=[InputNoise(0.1, max_shift=2), *cbs])
+                        cbs=[InputNoise(0.1, max_shift=2), *([MixUp(a.mixup)] if a.mixup else []), *cbs])
         t0 = time.perf_counter()
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, 1e-2, wd=1e-2)
         return learn, time.perf_counter() - t0
     def row(name, width, kd, learn, secs):
-        return dict(seed=a.seed, model=name, width=width, kd=kd, epochs=a.epochs, alpha=a.alpha if kd else None,
-                    T=a.T if kd else None, valid=round(dl_accuracy(learn.model, dls.valid), 4),
+        return dict(seed=a.seed, model=name, width=width, kd=kd, epochs=a.epochs, mixup=a.mixup,
+                    alpha=a.alpha if kd else None, T=a.T if kd else None,
+                    valid=round(dl_accuracy(learn.model, dls.valid), 4),
                     test=round(dl_accuracy(learn.model, dls.test), 4), secs=round(secs, 1))
     tw = a.teacher_width
     set_seed(a.seed); teacher, secs = fit(cnn1d(tw))
@@ -82,6 +101,7 @@ def main():
     ap.add_argument('--teacher-width', type=int, default=64)
     ap.add_argument('--alpha', type=float, default=0.9)
     ap.add_argument('--T', type=float, default=4.0)
+    ap.add_argument('--mixup', type=float, help="MixUp's alpha for every fit, teacher's too (default: no mixup)")
     ap.add_argument('--jobs', type=int, default=2)
     ap.add_argument('--json', help='write every row here (JSON lines)')
     ap.add_argument('--seed', type=int, help=argparse.SUPPRESS) # one seed, in a child process
@@ -92,8 +112,9 @@ def main():
     if a.json and Path(a.json).exists(): # reprint a saved run
         rows = [json.loads(l) for l in Path(a.json).read_text().splitlines()]
         return summary(rows)
-    base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs), '--alpha', str(a.alpha),
-            '--T', str(a.T), '--teacher-width', str(a.teacher_width)]
+    base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs),
+            '--alpha', str(a.alpha), '--T', str(a.T), '--teacher-width', str(a.teacher_width)]
+    if a.mixup: base += ['--mixup', str(a.mixup)]
     rows = []
     for new in run_seeds(base, a.seeds, a.jobs):
         rows += new
