@@ -15,7 +15,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['MAX_PARAMS', 'MAX_LAYERS', 'MAX_DEPTH', 'MAX_DESCRIPTION', 'MAX_CODE_LENGTH', 'LZMA_MEMLIMIT', 'CODERS',
            'STATE_DTYPES', 'StoredModelError', 'inflate', 'huffman_lengths', 'huffman_encode', 'huffman_decode',
-           'ByteWriter', 'ByteReader', 'describe_model', 'describe_state', 'check_description', 'build_model']
+           'ByteWriter', 'ByteReader', 'describe_model', 'describe_state', 'quantized_names', 'check_description',
+           'build_model']
 
 # %% ../nbs/11_coding.ipynb #f01e3b43
 class StoredModelError(ValueError):
@@ -279,6 +280,12 @@ def describe_state(
             raise ValueError(f"{k} is a {dt} tensor; a stored state holds {', '.join(STATE_DTYPES)}: convert it first")
         res.append([k, list(v.shape), dt])
     return ['State', res]
+
+def quantized_names(
+    state:dict, # A `state_dict`: names and tensors
+) -> list:
+    "Names of `state`'s tensors that are tensor subclasses (torchao's quantized weights), not plain tensors"
+    return [k for k, v in state.items() if type(v) not in (torch.Tensor, nn.Parameter)]
 
 # Argument checks: each attribute's allowed values, given the layer's number of spatial dimensions `d`
 def _int(v, lo=1, hi=2**31 - 1): return type(v) is int and lo <= v <= hi

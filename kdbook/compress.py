@@ -16,7 +16,7 @@ from fastai.callback.core import Callback
 from .models import as_module
 from .prune import prunable_layers
 from .coding import (CODERS, MAX_PARAMS, MAX_LAYERS, MAX_DESCRIPTION, StoredModelError, ByteWriter, ByteReader,
-                           describe_model, describe_state, check_description, build_model, inflate)
+                           describe_model, describe_state, check_description, build_model, inflate, quantized_names)
 
 # %% auto #0
 __all__ = ['PAPER_BITS', 'MAGIC', 'kmeans_1d', 'share_weights', 'WeightShareCallback', 'fold_batchnorm', 'round_to_half',
@@ -284,7 +284,7 @@ def _parts(model, coder, weights_only=None):
     "`model`'s description and the encoding of each of its tensors, after checking that the file can hold them"
     if coder not in CODERS: raise ValueError(f"Unknown coder {coder!r}; valid names: {', '.join(CODERS)}")
     state = _state(model)
-    if bad := [k for k, v in state.items() if type(v) not in (torch.Tensor, nn.Parameter)]:
+    if bad := quantized_names(state):
         raise ValueError(f"{bad[:3]} are not plain tensors (a quantized model?): store the float model, after "
                          f"`share_weights` or `WeightShareCallback` has shared its weights")
     desc = _describe(model, state, weights_only)

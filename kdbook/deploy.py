@@ -13,9 +13,9 @@ from typing import NamedTuple
 import pandas as pd, torch
 from torch import nn
 from fastai.data.core import DataLoaders
-from .models import as_module
+from .models import as_module, evaluating
 from .data import SplitDataLoaders
-from .coding import StoredModelError
+from .coding import StoredModelError, quantized_names
 from .quantize import quantize_model
 from .report import time_models, top1_preds
 from .compress import StoredFile, load_state, check_sha256, save_compressed, load_compressed
@@ -27,6 +27,16 @@ __all__ = ['save_safetensors', 'load_safetensors', 'int8_state', 'save_int8', 'l
 # %% ../nbs/14_deploy.ipynb #1c6e7c12
 def _digest(path): return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
+def _unshared(state):
+    "`state`'s tensors, contiguous on the CPU, each one that shares storage with an earlier one (tied weights) a copy"
+    res, seen = {}, set()
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        res[k] = v.clone() if ptr in seen else v # safetensors refuses two names on one storage
+        seen.add(ptr)
+    return res
+
 def save_safetensors(
     model,               # Any `nn.Module`, or a `Learner`
     path,                # File to write, usually `*.safetensors`
@@ -34,11 +44,12 @@ def save_safetensors(
 ) -> StoredFile:
     "Store `model`'s tensors at `path` in safetensors (no pickle, no architecture); its size and SHA-256"
     from safetensors.torch import save_file
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in as_module(model).state_dict().items()}
-    if bad := [k for k, v in state.items() if type(v) not in (torch.Tensor, nn.Parameter)]:
+    state = as_module(model).state_dict()
+    if bad := quantized_names(state):
         raise ValueError(f"{bad[:3]} are not plain tensors (a quantized model?): save the float model, or export "
                          f"the int8 one with `quantize_onnx`")
-    save_file(state, str(path), metadata=None if metadata is None else {str(k): str(v) for k, v in metadata.items()})
+    meta = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
+    save_file(_unshared(state), str(path), metadata=meta)
     return StoredFile(Path(path), Path(path).stat().st_size, _digest(path))
 
 def load_safetensors(
@@ -67,9 +78,10 @@ def int8_state(
     qmodel:nn.Module, # A model from `quantize_model` ('int8_weight' or 'int8_dynamic')
 ) -> dict:
     "A quantized model's tensors as plain ones: each int8 weight as its integers (float32, exact) and its scales"
-    res = {}
-    for k, v in qmodel.state_dict().items():
-        if type(v) in (torch.Tensor, nn.Parameter): res[k] = v.detach()
+    res, state = {}, qmodel.state_dict()
+    quantized = set(quantized_names(state))
+    for k, v in state.items():
+        if k not in quantized: res[k] = v.detach()
         elif {'qdata', 'scale'} <= set(getattr(v, 'tensor_data_names', ())):
             res[k + '.qdata'], res[k + '.scale'] = v.qdata.float(), v.scale.detach()
         else: raise ValueError(f"{k} is a {type(v).__name__}, which save_int8 cannot store: quantize the float model "
@@ -140,6 +152,13 @@ def _compare(path, x, ref):
     agree = float((out.argmax(-1) == ref.argmax(-1)).float().mean()) if ref.dim() > 1 else 1.
     return OnnxFile(Path(path), Path(path).stat().st_size, float((out - ref).abs().max()), agree)
 
+def _served(model):
+    "`model` itself if its float tensors are float32 on the CPU, which onnxruntime's CPU provider serves; else a copy"
+    m = as_module(model)
+    floats = [t for t in m.state_dict().values() if t.is_floating_point()]
+    if all(t.dtype == torch.float32 and t.device.type == 'cpu' for t in floats): return m
+    return copy.deepcopy(m).float().to('cpu')
+
 def export_onnx(
     model,               # Any `nn.Module` (or a `Learner`) taking one input tensor
     path,                # File to write, usually `*.onnx`
@@ -148,10 +167,9 @@ def export_onnx(
     opset:int=None,      # ONNX opset; None: the exporter's default
 ) -> OnnxFile:
     "Export `model` to ONNX with a free batch size, checked in onnxruntime against PyTorch on `sample`"
-    m = copy.deepcopy(as_module(model)).float().eval().to('cpu') # onnxruntime's CPU provider serves the file
-    x = _batch(sample).detach().float().to('cpu')
-    with torch.no_grad(): ref = m(x)
-    with warnings.catch_warnings():
+    m, x = _served(model), _batch(sample).detach().float().to('cpu')
+    with evaluating(m), warnings.catch_warnings(): # eval mode inside only: the caller's model keeps its own
+        with torch.no_grad(): ref = m(x)
         warnings.simplefilter('ignore') # torch.onnx's deprecation notes about its own internals
         prog = torch.onnx.export(m, (x,), input_names=['input'], dynamo=True, verbose=False, opset_version=opset,
                                  dynamic_shapes=({0: torch.export.Dim('batch', min=1)},))
@@ -243,8 +261,8 @@ def serving_report(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(folder or tmp); out.mkdir(parents=True, exist_ok=True)
         for name, m in models.items():
-            if any(type(t) not in (torch.Tensor, nn.Parameter) for t in m.state_dict().values()): continue
-            m = copy.deepcopy(as_module(m)).float().eval().to('cpu')
+            if quantized_names(as_module(m).state_dict()): continue
+            m = _served(m) # the one float32 CPU form that PyTorch times and ONNX exports
             fl = export_onnx(m, out/onnx_name(name), xs[:bs])
             q8 = quantize_onnx(fl.path, out/onnx_name(f'{name} int8'), dls, n_batches=n_calib, check=xs[:bs])
             n_ort = threads or torch.get_num_threads()

@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 import pandas as pd
-import torch
 from torch import nn
 from fastcore.xtras import ContextManagers
 from fastai.basics import Learner, CrossEntropyLossFlat, MSELossFlat, accuracy, rmse, set_seed
@@ -27,6 +26,7 @@ from .schedules import sparsity_schedule
 from .prune import PruneCallback, bake_masks, prune_channels, sparsity_report
 from .report import compare_models, plot_accuracy_vs_size, serialized_state, top1_preds, dl_accuracy
 from .compress import WeightShareCallback, fold_batchnorm, round_to_half, to_compressed, save_compressed
+from .coding import quantized_names
 
 # %% auto #0
 __all__ = ['teacher_epochs', 'run_demo', 'prune_schedule', 'pipeline_pruning', 'compress', 'run_pipeline', 'save_results']
@@ -127,7 +127,7 @@ def _deflated_bytes(model):
 
 def _storable(m):
     "`m`, or its weights as plain tensors (`kdbook.deploy.int8_state`) if torchao quantized it"
-    if all(type(t) in (torch.Tensor, nn.Parameter) for t in m.state_dict().values()): return m
+    if not quantized_names(m.state_dict()): return m
     from kdbook.deploy import int8_state # onnxruntime and torchao: imported when a quantized model is stored
     return int8_state(m)
 
