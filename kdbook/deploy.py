@@ -144,6 +144,8 @@ def onnx_session(
     "An `onnxruntime.InferenceSession` on the CPU provider"
     import onnxruntime as ort
     so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    # idle threads sleep: spinning ones of several sessions in a process (a report's forms) take each other's cores
+    so.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
 
 def _compare(path, x, ref):
@@ -254,10 +256,10 @@ def serving_report(
     n_calib:int=8,     # Calibration batches of `quantize_onnx`
     threads:int=1,     # Threads of both runtimes while timing (PyTorch's restored after); None: PyTorch's current
 ) -> pd.DataFrame:
-    "Each float model as PyTorch, ONNX and int8 ONNX: test accuracy, agreement with PyTorch, bytes, latency at `bs`"
+    "Each float model as PyTorch, ONNX and int8 ONNX: test accuracy, agreement, bytes, latency at `bs`, interleaved"
     test = dls.test if isinstance(dls, SplitDataLoaders) else dls.valid
     xs = torch.cat([b[0].detach().float().cpu() for b in test])
-    rows = []
+    rows, timed = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(folder or tmp); out.mkdir(parents=True, exist_ok=True)
         for name, m in models.items():
@@ -272,9 +274,10 @@ def serving_report(
             for k, f in forms.items():
                 p = ref if k == 'pytorch' else top1_preds(f, test)[0]
                 row[f'{k}_accuracy'], row[f'{k}_agreement'] = [int((p == t).sum()) / len(t) for t in (y, ref)]
-            with _torch_threads(threads): times = time_models(forms, xs[:bs], n_runs=n_runs)
-            row.update({f'{k}_ms': 1e3 * t for k, t in times.items()})
+            timed.update({(name, k): f for k, f in forms.items()})
             rows.append(row)
+        with _torch_threads(threads): times = time_models(timed, xs[:bs], n_runs=n_runs) # all models' forms interleaved
+    for row in rows: row.update({f'{k}_ms': 1e3 * times[row['model'], k] for k in ('pytorch', 'onnx', 'int8')})
     cols = ['model', 'onnx_bytes', 'int8_bytes', 'max_abs_diff', 'pytorch_accuracy', 'onnx_accuracy', 'onnx_agreement',
             'int8_accuracy', 'int8_agreement', 'pytorch_ms', 'onnx_ms', 'int8_ms']
     df = pd.DataFrame(rows, columns=cols)
