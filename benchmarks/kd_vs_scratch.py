@@ -41,9 +41,8 @@ The pipeline's student width, 40, without and with mixup, then a schedule twice 
     OMP_NUM_THREADS=1 python benchmarks/kd_vs_scratch.py --widths 40 --seeds 0 1 2 3 4 --jobs 1 --epochs 240 \
         --json benchmarks/kd_vs_scratch_w40_e240.jsonl
 """
-import argparse, json, random, sys, time
-from pathlib import Path
-from seed_procs import run_seeds
+import argparse, random, sys, time
+from seed_procs import seeds_main
 
 def run_seed(a):
     "Teacher, then scratch and KD students of each width, on seed `a.seed`; one dict per model"
@@ -103,23 +102,12 @@ def main():
     ap.add_argument('--T', type=float, default=4.0)
     ap.add_argument('--mixup', type=float, help="MixUp's alpha for every fit, teacher's too (default: no mixup)")
     ap.add_argument('--jobs', type=int, default=2)
-    ap.add_argument('--json', help='write every row here (JSON lines)')
+    ap.add_argument('--json', help='append every row here (JSON lines); an existing file is reprinted')
     ap.add_argument('--seed', type=int, help=argparse.SUPPRESS) # one seed, in a child process
     a = ap.parse_args()
-    if a.seed is not None:
-        for r in run_seed(a): print(json.dumps(r), flush=True)
-        return
-    if a.json and Path(a.json).exists(): # reprint a saved run
-        rows = [json.loads(l) for l in Path(a.json).read_text().splitlines()]
-        return summary(rows)
     base = [sys.executable, __file__, '--widths', *map(str, a.widths), '--epochs', str(a.epochs),
             '--alpha', str(a.alpha), '--T', str(a.T), '--teacher-width', str(a.teacher_width)]
     if a.mixup: base += ['--mixup', str(a.mixup)]
-    rows = []
-    for new in run_seeds(base, a.seeds, a.jobs):
-        rows += new
-        for r in new: print(json.dumps(r), flush=True)
-    if a.json: Path(a.json).write_text(''.join(json.dumps(r) + '\n' for r in rows))
-    summary(rows)
+    seeds_main(a, run_seed, summary, base)
 
 if __name__ == '__main__': main()

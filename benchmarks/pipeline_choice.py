@@ -32,9 +32,9 @@ valid for the stored student (global: 96.6% and 96.2%), a tie, so the pipeline k
 
     python benchmarks/pipeline_choice.py --seeds 0 1 --configs 40:0.9:5 --prune-epochs 160 --scope lamp --run --json F
 """
-import argparse, copy, json, random, sys, time
+import argparse, copy, random, sys, time
 from pathlib import Path
-from seed_procs import run_seeds
+from seed_procs import seeds_main
 
 def run_seed(a):
     "Teacher, KD students and their compressed copies on seed `a.seed`; one dict per model"
@@ -124,20 +124,9 @@ def main():
     ap.add_argument('--seed', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.configs = [(int(w), float(s), int(b)) for w, s, b in (c.split(':') for c in a.configs)]
-    if a.seed is not None:
-        for r in run_seed(a): print(json.dumps(r), flush=True)
-        return
-    if a.json and Path(a.json).exists() and not a.run:
-        return summary([json.loads(l) for l in Path(a.json).read_text().splitlines()])
     base = [sys.executable, __file__, '--epochs', str(a.epochs), '--prune-epochs', str(a.prune_epochs),
             '--share-epochs', str(a.share_epochs), '--share-lr', str(a.share_lr), '--scope', a.scope,
             *(['--cache', a.cache] if a.cache else []), '--configs', *(f'{w}:{s}:{b}' for w, s, b in a.configs)]
-    rows = []
-    for new in run_seeds(base, a.seeds, a.jobs):
-        rows += new
-        if a.json:
-            with open(a.json, 'a') as f: f.write(''.join(json.dumps(r) + '\n' for r in new))
-        for r in new: print(json.dumps(r), flush=True)
-    summary(rows)
+    seeds_main(a, run_seed, summary, base)
 
 if __name__ == '__main__': main()

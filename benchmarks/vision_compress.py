@@ -22,9 +22,8 @@ The runs the vision chapter reads (2 jobs at a time on 2 cores: about 16 minutes
 The chapter picks the sparsity from the first file (the best stored model on valid among those at least 40x smaller
 than their own dense float32 weights: 94%) and reports the second on test.
 """
-import argparse, json, sys, tempfile
-from pathlib import Path
-from seed_procs import run_seeds
+import argparse, sys, tempfile
+from seed_procs import seeds_main
 
 def student():
     "The narrow XResNet student: fastai's residual blocks and BatchNorm, 1 input channel, 10 classes"
@@ -88,19 +87,8 @@ def main():
     ap.add_argument('--run', action='store_true', help='run even if --json exists (appending to it)')
     ap.add_argument('--seed', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.seed is not None:
-        for r in run_seed(a): print(json.dumps(r), flush=True)
-        return
-    if a.json and Path(a.json).exists() and not a.run:
-        return summary([json.loads(l) for l in Path(a.json).read_text().splitlines()])
     cmd = [sys.executable, __file__, '--epochs', str(a.epochs), '--n-runs', str(a.n_runs),
            '--sparsity', *map(str, a.sparsity)]
-    rows = []
-    for new in run_seeds(cmd, a.seeds, a.jobs):
-        rows += new
-        if a.json:
-            with open(a.json, 'a') as f: f.write(''.join(json.dumps(r) + '\n' for r in new))
-        for r in new: print(json.dumps(r), flush=True)
-    summary(rows)
+    seeds_main(a, run_seed, summary, cmd)
 
 if __name__ == '__main__': main()
